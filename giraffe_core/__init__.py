@@ -1,12 +1,27 @@
 """giraffe_core: the model package of Giraffe.
 
-M-RoPE++ and its baselines (:mod:`giraffe_core.rope`), 3-D position ids
-(:mod:`giraffe_core.positions`), errors and optional extras. Importing this package registers
-Giraffe's rope types with transformers, so saved M-RoPE++ checkpoints load.
+* :mod:`~giraffe_core.rope`: M-RoPE++ and its baselines, as transformers rope types;
+* :mod:`~giraffe_core.positions`: 3-D (t, h, w) position ids under one explicit rule;
+* :mod:`~giraffe_core.resolution`: hybrid-resolution plans and exact visual-token accounting;
+* :mod:`~giraffe_core.frames`: chats with frames of mixed sizes -> model inputs;
+* :mod:`~giraffe_core.engine`: ``load`` ("tiny", directories, hub ids) and generation.
+
+Importing this package registers Giraffe's rope types with transformers, so saved M-RoPE++
+checkpoints load with plain ``from_pretrained`` in any process that imported it.
 """
 
 from giraffe_core.errors import ConfigError, GiraffeError, InputError, MissingExtraError, ModelLoadError
 from giraffe_core.positions import PositionIds, VisionTokenIds, rope_index
+from giraffe_core.resolution import (
+    WRAPPER_TOKENS,
+    FramePlan,
+    GroupScheme,
+    ResolutionPlan,
+    VisionGeometry,
+    frame_plan,
+    plan_groups,
+    plan_tiers,
+)
 from giraffe_core.rope import (
     ROPE_METHODS,
     RopeMethod,
@@ -20,22 +35,39 @@ from giraffe_core.rope import (
 
 register_rope_types()
 
+from giraffe_core.frames import ModelInputs, build_inputs, load_image  # noqa: E402  (after registration)
+from giraffe_core.engine import Engine, Generation, load  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ROPE_METHODS",
+    "WRAPPER_TOKENS",
     "ConfigError",
+    "Engine",
+    "FramePlan",
+    "Generation",
     "GiraffeError",
+    "GroupScheme",
     "InputError",
     "MissingExtraError",
+    "ModelInputs",
     "ModelLoadError",
     "PositionIds",
+    "ResolutionPlan",
     "RopeMethod",
+    "VisionGeometry",
     "VisionTokenIds",
     "__version__",
     "apply_rope_extension",
+    "build_inputs",
+    "frame_plan",
     "inverse_frequencies",
+    "load",
+    "load_image",
     "pair_axes",
+    "plan_groups",
+    "plan_tiers",
     "register_rope_types",
     "rope_index",
     "rope_parameters_for",

@@ -1,0 +1,3 @@
+from giraffe_cli.app import main
+
+main()
