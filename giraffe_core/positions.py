@@ -33,8 +33,9 @@ Everything is vectorised: no Python loop over tokens or visual blocks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -88,6 +89,8 @@ def _as_grid(grid: torch.Tensor | Sequence[Sequence[int]] | None, device: torch.
     if grid is None:
         return torch.zeros(0, 3, dtype=torch.long, device=device)
     grid = torch.as_tensor(grid, dtype=torch.long, device=device)
+    if grid.numel() == 0:  # [] or an empty tensor: no blocks of this kind
+        return torch.zeros(0, 3, dtype=torch.long, device=device)
     if grid.ndim != 2 or grid.shape[1] != 3 or (grid.numel() and grid.min() < 1):
         raise InputError(f"a grid_thw must be an (N, 3) tensor of positive sizes, got shape {tuple(grid.shape)}")
     return grid
@@ -133,7 +136,12 @@ def rope_index(
     valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     if valid.shape != input_ids.shape:
         raise InputError(f"attention_mask shape {tuple(valid.shape)} != input_ids shape {tuple(input_ids.shape)}")
-    start_t = torch.as_tensor(start, dtype=torch.long, device=device).expand(batch)
+    if sample_ids is not None and sample_ids.shape != input_ids.shape:
+        raise InputError(f"sample_ids shape {tuple(sample_ids.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    start_t = torch.as_tensor(start, dtype=torch.long, device=device)
+    if start_t.ndim > 1 or (start_t.ndim == 1 and start_t.shape[0] not in (1, batch)):
+        raise InputError(f"start must be an int or a ({batch},) tensor, got shape {tuple(start_t.shape)}")
+    start_t = start_t.expand(batch)
 
     merge = tokens.spatial_merge_size
     images = _as_grid(image_grid_thw, device)
@@ -152,74 +160,120 @@ def rope_index(
     t_extent = ((grids[:, 0] - 1).float() * block_step).long()
     block_extent = torch.maximum(t_extent, torch.maximum(grids[:, 1], grids[:, 2]) - 1) + 1
 
-    # Map every placeholder token to (block, index inside the block).
-    block = torch.full((batch, length), -1, dtype=torch.long, device=device)
-    local = torch.zeros((batch, length), dtype=torch.long, device=device)
+    n_blocks = len(grids)
+    n_flat = batch * length
+    flat_ids = input_ids.reshape(-1)
+    flat_valid = valid.reshape(-1)
+    masked = attention_mask is not None
+
+    # Every token points into a table of blocks: rows 0..n_blocks-1 are the visual blocks, row
+    # n_blocks stands for a text token (a 1-token "block" of extent 1 and zero offsets) and row
+    # n_blocks + 1 for padding (extent 0). ``local`` is the token's index inside its block.
+    text_row, pad_row = n_blocks, n_blocks + 1
+    if masked:
+        block = torch.where(flat_valid, text_row, pad_row)
+    else:
+        block = torch.full((n_flat,), text_row, dtype=torch.long, device=device)
+    local = torch.zeros(n_flat, dtype=torch.long, device=device)
+    # flat index of each block's first and last token
+    first_at = torch.zeros(n_blocks, dtype=torch.long, device=device)
+    last_at = torch.zeros(n_blocks, dtype=torch.long, device=device)
     for token_id, first_block, count, kind in (
         (tokens.image_token_id, 0, len(images), "image"),
         (tokens.video_token_id, len(images), len(videos), "video"),
     ):
-        is_tok = (input_ids == token_id) & valid
-        n_tok = int(is_tok.sum())
-        ends = block_tokens[first_block:first_block + count].cumsum(0)
+        is_tok = flat_ids == token_id
+        if masked:
+            is_tok &= flat_valid
+        sizes = block_tokens[first_block:first_block + count]
+        ends = sizes.cumsum(0)
         expected = int(ends[-1]) if count else 0
+        if count == 0 or n_flat == 0:
+            seen = None
+            n_tok = int(is_tok.sum())
+        else:
+            seen = is_tok.cumsum(0)  # placeholders of this kind up to and including each token
+            n_tok = int(seen[-1])
         if n_tok != expected:
             raise InputError(
                 f"the sequence has {n_tok} {kind} placeholder tokens but the {count} {kind} grid(s) "
                 f"need {expected}",
                 hint="expand placeholders with the processor (one per merged patch) and pass the grids it returned",
             )
-        if n_tok == 0:
+        if seen is None:
             continue
-        rank = is_tok.flatten().cumsum(0).view(batch, length) - 1
-        which = torch.searchsorted(ends, rank[is_tok], right=True)
-        block[is_tok] = which + first_block
-        local[is_tok] = rank[is_tok] - (ends[which] - block_tokens[first_block + which])
+        rank = seen - 1
+        which = torch.searchsorted(ends, rank, right=True).clamp_(max=count - 1)
+        block = torch.where(is_tok, which + first_block, block)
+        local = torch.where(is_tok, rank - (ends - sizes)[which], local)
+        # first / last token of each block: where the running count reaches its first / last rank
+        first_at[first_block:first_block + count] = torch.searchsorted(seen, ends - sizes + 1)
+        last_at[first_block:first_block + count] = torch.searchsorted(seen, ends)
 
-    is_vis = block >= 0
-    vis_block = block.clamp(min=0)
-    g = grids[vis_block]  # (B, L, 3)
-    last_of_block = is_vis & (local == block_tokens[vis_block] - 1)
-    first_of_block = is_vis & (local == 0)
-    if len(grids):
-        rows = torch.arange(batch, device=device)[:, None].expand(batch, length)
-        first_row = torch.zeros(len(grids), dtype=torch.long, device=device)
-        last_row = torch.zeros(len(grids), dtype=torch.long, device=device)
-        first_row[block[first_of_block]] = rows[first_of_block]
-        last_row[block[last_of_block]] = rows[last_of_block]
-        if (first_row != last_row).any():
+    if n_blocks:
+        if (first_at // length != last_at // length).any():
             raise InputError("a visual block is split across batch rows; every image or video must lie in one row")
+        # A block's placeholders must be consecutive among the row's real tokens: text (or another
+        # block) in between means the placeholders do not match the grids, even if the totals do.
+        if masked:
+            valid_seen = flat_valid.cumsum(0)
+            span = valid_seen[last_at] - valid_seen[first_at] + 1
+        else:
+            span = last_at - first_at + 1
+        if (span != block_tokens).any():
+            bad = int((span != block_tokens).nonzero()[0])
+            raise InputError(
+                f"the placeholders of visual block {bad} (images first, then videos) are not consecutive: "
+                f"its {int(block_tokens[bad])} tokens are spread over {int(span[bad])} positions",
+                hint="each image or video must be one unbroken run of placeholders, one per merged patch",
+            )
 
-    # How far each token moves the running position: text 1, a block's last token its extent.
-    advance = torch.where(valid & ~is_vis, 1, 0)
-    advance = torch.where(last_of_block, block_extent[vis_block], advance)
+    # How far each token moves the running position: text 1, padding 0, a block's last token its
+    # extent, its other tokens 0.
+    advance = (block == text_row).long()
+    advance[last_at] = block_extent
+    advance = advance.view(batch, length)
     inclusive = advance.cumsum(1)
     base = inclusive - advance
     if sample_ids is not None:
-        if sample_ids.shape != input_ids.shape:
-            raise InputError(f"sample_ids shape {tuple(sample_ids.shape)} != input_ids shape {tuple(input_ids.shape)}")
         new_sample = torch.ones_like(valid)
         new_sample[:, 1:] = sample_ids[:, 1:] != sample_ids[:, :-1]
         idx = torch.arange(length, device=device).expand(batch, length)
         sample_start = torch.where(new_sample, idx, 0).cummax(1).values
+        if n_blocks and (sample_start.reshape(-1)[last_at] > first_at % length).any():
+            raise InputError("a visual block is split across packed samples (sample_ids changes inside it)")
         offset = base.gather(1, sample_start)
         base = base - offset
         inclusive = inclusive - offset
-    base = base + start_t[:, None]
+    base = (base + start_t[:, None]).reshape(-1)
 
-    hw = g[..., 1] * g[..., 2]
-    t_idx = ((local // hw.clamp(min=1)).float() * block_step[vis_block]).long()
-    h_idx = (local // g[..., 2].clamp(min=1)) % g[..., 1].clamp(min=1)
-    w_idx = local % g[..., 2].clamp(min=1)
-    offsets = torch.stack([t_idx, h_idx, w_idx]) * is_vis
-    position_ids = (base.unsqueeze(0) + offsets) * valid
+    # Offsets inside the block: local = (ti * H + hi) * W + wi. Text and padding tokens have
+    # local = 0 and table rows with H = W = 1, so all three of their offsets come out 0.
+    one = torch.ones(2, dtype=torch.long, device=device)
+    width = torch.cat([grids[:, 2], one])[block]
+    height = torch.cat([grids[:, 1], one])[block]
+    row = local // width
+    position_ids = torch.empty((3, n_flat), dtype=torch.long, device=device)
+    torch.add(base, local - row * width, out=position_ids[2])
+    t_idx = row // height
+    torch.add(base, row - t_idx * height, out=position_ids[1])
+    if n_blocks and bool((block_step[len(images):] != 1).any()):
+        step = torch.cat([block_step, one.float()])[block]
+        t_idx = (t_idx.float() * step).long()
+    torch.add(base, t_idx, out=position_ids[0])
+    position_ids = position_ids.view(3, batch, length)
+    if masked:
+        position_ids.masked_fill_(~valid, 0)
 
-    # next position: largest "end" (position after the token) over the row's last sample.
-    end = torch.where(valid, inclusive + start_t[:, None], start_t[:, None])
-    if sample_ids is not None:
-        idx = torch.arange(length, device=device).expand(batch, length)
+    # next position: the running position after the row's last sample (start if it is empty).
+    if sample_ids is None:
+        next_position = (inclusive[:, -1] if length else 0) + start_t
+    else:
+        # Only the row's last sample counts: the run of tokens from the last id change on (an id that
+        # also appears earlier in the row, in another run, is a different sample).
+        end = torch.where(valid, inclusive + start_t[:, None], start_t[:, None])
         last_valid = torch.where(valid, idx, -1).max(1).values.clamp(min=0)
-        last_sample = sample_ids.gather(1, last_valid[:, None])
-        end = torch.where(sample_ids == last_sample, end, start_t[:, None])
-    next_position = end.max(1).values if length else start_t.clone()
+        last_sample_start = sample_start.gather(1, last_valid[:, None])
+        end = torch.where(idx >= last_sample_start, end, start_t[:, None])
+        next_position = end.max(1).values if length else start_t.clone()
     return PositionIds(position_ids=position_ids, next_position=next_position)
