@@ -128,7 +128,7 @@ def pair_axes(config: Any) -> torch.Tensor:
         config: a Qwen-VL config (composite or text).
 
     Returns:
-        ``torch.long`` tensor of shape ``(head_dim // 2,)``, mapped by the family's layout
+        ``torch.long`` CPU tensor of shape ``(head_dim // 2,)``, mapped by the family's layout
         (chunked or interleaved), not by the pair index alone.
     """
     text = _text_config(config)
@@ -136,10 +136,12 @@ def pair_axes(config: Any) -> torch.Tensor:
     section = _section(text, dict(text.rope_parameters or {}))
     n_pairs = _head_dim(text) // 2
     _check_section(section, n_pairs, layout)
-    index = torch.arange(n_pairs)
+    # always on the CPU: transformers builds models under a "meta" default device (from_pretrained)
+    index = torch.arange(n_pairs, device="cpu")
     if layout == "chunked":
-        return torch.bucketize(index, torch.tensor([section[0], section[0] + section[1]]), right=True)
-    axes = torch.zeros(n_pairs, dtype=torch.long)
+        bounds = torch.tensor([section[0], section[0] + section[1]], device="cpu")
+        return torch.bucketize(index, bounds, right=True)
+    axes = torch.zeros(n_pairs, dtype=torch.long, device="cpu")
     axes[(index % 3 == 1) & (index < 3 * section[1])] = 1
     axes[(index % 3 == 2) & (index < 3 * section[2])] = 2
     return axes
@@ -214,7 +216,7 @@ def _ntk_scale(d: torch.Tensor, dim: int, s: float) -> torch.Tensor:
     """NTK-aware: base -> base * s**(dim/(dim-2)), i.e. theta_d scaled by s**(-2d/(dim-2))."""
     if dim <= 2:
         return torch.full_like(d, 1.0 / s)
-    return torch.pow(torch.tensor(s, dtype=torch.float64), -2.0 * d / (dim - 2))
+    return torch.pow(torch.tensor(s, dtype=torch.float64, device=d.device), -2.0 * d / (dim - 2))
 
 
 def _height_ramp(d: torch.Tensor, base_freq: torch.Tensor, ramp: str) -> torch.Tensor:
@@ -245,9 +247,12 @@ def inverse_frequencies(config: Any, device: torch.device | str | None = None) -
     base = float(params["rope_theta"])
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim))
     s = float(params.get("factor", 1.0))
-    d = torch.arange(dim // 2, dtype=torch.float64)
+    # The scales are computed on the CPU whatever the default device: from_pretrained builds the model
+    # under a "meta" default device, where the boolean-mask indexing below is not implemented
+    # (transformers then recomputes the buffer on the real device in _init_weights).
+    d = torch.arange(dim // 2, dtype=torch.float64, device="cpu")
     theta64 = base ** (-2.0 * d / dim)
-    scale = torch.ones(dim // 2, dtype=torch.float64)
+    scale = torch.ones(dim // 2, dtype=torch.float64, device="cpu")
     rope_type = params["rope_type"]
     if rope_type == NTK_AWARE:
         scale = _ntk_scale(d, dim, s)
@@ -300,12 +305,31 @@ def register_rope_types() -> None:
 # ------------------------------------------------------------------------------------------- helpers
 
 
+def _original_context(text_config: Any) -> int:
+    """The model's original (pre-extension) context in tokens.
+
+    ``original_max_position_embeddings`` when the rope parameters carry it (every type we write
+    except ``"linear"``); for ``"linear"`` (PI, whose transformers validator takes no such key)
+    ``max_position_embeddings / factor``, since :func:`apply_rope_extension` raised
+    ``max_position_embeddings`` to ``factor`` times the original; else ``max_position_embeddings``.
+    """
+    current = dict(text_config.rope_parameters or {})
+    if current.get("original_max_position_embeddings"):
+        return int(current["original_max_position_embeddings"])
+    factor = current.get("factor")
+    if (current.get("rope_type") == "linear" and isinstance(factor, (int, float))
+            and not isinstance(factor, bool) and math.isfinite(factor) and factor >= 1):
+        return max(1, round(text_config.max_position_embeddings / factor))
+    return int(text_config.max_position_embeddings)
+
+
 def rope_parameters_for(config: Any, context_length: int, method: RopeMethod | str = "mrope_plus_plus") -> dict:
     """Rope parameters that extend ``config``'s model to ``context_length`` tokens with ``method``.
 
     The scale is ``s = context_length / L`` where ``L`` is the model's original context: the
-    ``original_max_position_embeddings`` already in its rope parameters if it was extended before,
-    else its ``max_position_embeddings``. ``s`` is never below 1 (asking for less than the original
+    ``original_max_position_embeddings`` already in its rope parameters if it was extended before
+    (for a PI extension, which does not store it, ``max_position_embeddings / factor``), else its
+    ``max_position_embeddings``. ``s`` is never below 1 (asking for less than the original
     context gives factor 1, which equals the unmodified model).
 
     Args:
@@ -323,7 +347,7 @@ def rope_parameters_for(config: Any, context_length: int, method: RopeMethod | s
     text = _text_config(config)
     _family(text)
     current = dict(text.rope_parameters or {})
-    original = int(current.get("original_max_position_embeddings") or text.max_position_embeddings)
+    original = _original_context(text)
     factor = max(1.0, context_length / original)
     params: dict[str, Any] = {
         "rope_theta": float(current.get("rope_theta", getattr(text, "default_theta", 10000.0))),
@@ -354,12 +378,18 @@ def apply_rope_extension(config: Any, context_length: int, method: RopeMethod | 
     """Set ``config``'s text rope parameters for ``context_length`` tokens with ``method``, in place.
 
     Also raises ``max_position_embeddings`` to ``context_length`` when it is larger. Returns
-    ``config`` so the call can be chained; raises :class:`ConfigError` on bad input.
+    ``config`` so the call can be chained; raises :class:`ConfigError` on bad input, leaving
+    ``config`` unchanged.
     """
     params = rope_parameters_for(config, context_length, method)
     text = _text_config(config)
-    original = params.get("original_max_position_embeddings") or text.max_position_embeddings
+    original = _original_context(text)  # before the new parameters replace the old ones
+    previous = (text.rope_parameters, text.max_position_embeddings)
     text.rope_parameters = params
     text.max_position_embeddings = max(int(context_length), int(original))
-    validate_rope_parameters(text)
+    try:
+        validate_rope_parameters(text)
+    except ConfigError:  # leave the config as it was
+        text.rope_parameters, text.max_position_embeddings = previous
+        raise
     return config
