@@ -23,6 +23,8 @@ from giraffe_core.resolution import (
     plan_tiers,
 )
 from giraffe_core.rope import (
+    MROPE_PLUS_PLUS,
+    NTK_AWARE,
     ROPE_METHODS,
     RopeMethod,
     apply_rope_extension,
@@ -35,14 +37,12 @@ from giraffe_core.rope import (
 
 register_rope_types()
 
-from giraffe_core.frames import ModelInputs, build_inputs, load_image  # noqa: E402  (after registration)
+from giraffe_core.frames import ModelInputs, build_inputs, image_parts, load_image  # noqa: E402  (after registration)
 from giraffe_core.engine import Engine, Generation, load  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ROPE_METHODS",
-    "WRAPPER_TOKENS",
     "ConfigError",
     "Engine",
     "FramePlan",
@@ -50,18 +50,23 @@ __all__ = [
     "GiraffeError",
     "GroupScheme",
     "InputError",
+    "MROPE_PLUS_PLUS",
     "MissingExtraError",
     "ModelInputs",
     "ModelLoadError",
+    "NTK_AWARE",
     "PositionIds",
+    "ROPE_METHODS",
     "ResolutionPlan",
     "RopeMethod",
     "VisionGeometry",
     "VisionTokenIds",
+    "WRAPPER_TOKENS",
     "__version__",
     "apply_rope_extension",
     "build_inputs",
     "frame_plan",
+    "image_parts",
     "inverse_frequencies",
     "load",
     "load_image",

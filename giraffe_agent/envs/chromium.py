@@ -17,7 +17,7 @@ from typing import Literal
 
 from giraffe_core.extras import is_available
 
-__all__ = ["SYSTEM_NAMES", "ChromiumInfo", "find_chromium"]
+__all__ = ["ChromiumInfo", "SYSTEM_NAMES", "find_chromium"]
 
 logger = logging.getLogger(__name__)
 

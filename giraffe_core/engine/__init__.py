@@ -3,13 +3,23 @@
 from giraffe_core.engine.engine import Engine, Generation
 from giraffe_core.engine.load import choose_attention, load
 from giraffe_core.engine.processor import ImageTextProcessor, load_processor
-from giraffe_core.engine.tiny import TINY_CONTEXT_TOKENS, tiny_config, tiny_model, tiny_processor, tiny_tokenizer
+from giraffe_core.engine.tiny import (
+    CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    TINY_CONTEXT_TOKENS,
+    tiny_config,
+    tiny_model,
+    tiny_processor,
+    tiny_tokenizer,
+)
 
 __all__ = [
-    "TINY_CONTEXT_TOKENS",
+    "CHAT_TEMPLATE",
     "Engine",
     "Generation",
     "ImageTextProcessor",
+    "SPECIAL_TOKENS",
+    "TINY_CONTEXT_TOKENS",
     "choose_attention",
     "load",
     "load_processor",
