@@ -6,7 +6,7 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -80,10 +80,10 @@ def info(as_json: bool = typer.Option(False, "--json", help="print JSON instead 
 def generate(
     prompt: str = typer.Argument("Describe each screenshot.", help="the user message"),
     model: str = typer.Option("tiny", help="'tiny', a saved directory, or a hub id"),
-    image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="an image file; repeat for more"),
-    context_length: Optional[int] = typer.Option(None, help="extend the context to this many tokens"),
+    image: list[Path] | None = typer.Option(None, "--image", "-i", help="an image file; repeat for more"),
+    context_length: int | None = typer.Option(None, help="extend the context to this many tokens"),
     rope: str = typer.Option("mrope_plus_plus", help="rope method used with --context-length"),
-    max_image_tokens: Optional[int] = typer.Option(None, help="visual-token budget per image"),
+    max_image_tokens: int | None = typer.Option(None, help="visual-token budget per image"),
     max_new_tokens: int = typer.Option(32, help="tokens to generate"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:

@@ -10,7 +10,9 @@ Importing this package registers Giraffe's rope types with transformers, so save
 checkpoints load with plain ``from_pretrained`` in any process that imported it.
 """
 
+from giraffe_core.engine import Engine, Generation, load
 from giraffe_core.errors import ConfigError, GiraffeError, InputError, MissingExtraError, ModelLoadError
+from giraffe_core.frames import ModelInputs, build_inputs, image_parts, load_image
 from giraffe_core.positions import PositionIds, VisionTokenIds, rope_index
 from giraffe_core.resolution import (
     WRAPPER_TOKENS,
@@ -36,9 +38,6 @@ from giraffe_core.rope import (
 )
 
 register_rope_types()
-
-from giraffe_core.frames import ModelInputs, build_inputs, image_parts, load_image  # noqa: E402  (after registration)
-from giraffe_core.engine import Engine, Generation, load  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -21,8 +21,9 @@ plus 2 wrapper tokens (``<|vision_start|>``, ``<|vision_end|>``) in the prompt. 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize

@@ -30,7 +30,7 @@ the a an of to in on at for with from by is are was be this that it you your wha
 yes no ok cancel close open save next previous first last left right up down top bottom center
 describe image images video screenshot recording question answer assistant system task goal
 red green blue yellow black white gray orange purple shape circle square triangle word object
-""".split()
+""".split()  # noqa: SIM905  (a word list reads best as text)
 
 SENTENCES = [
     "You are a helpful assistant.",

@@ -443,7 +443,7 @@ def test_hybrid_resolution_frames(qwen2, tok):
     for _ in range(5):
         row += [image(12, 16), 1, image(4, 8), 1, image(4, 8), 1, image(4, 8), 1]
     row += [8]
-    batch = build([row, row[:17] + [3]], pad="left")
+    batch = build([row, [*row[:17], 3]], pad="left")
     want, deltas = hf_qwen2(qwen2, batch)
     got = check_against_reference(batch, tok)
     assert torch.equal(got.position_ids, want)

@@ -40,7 +40,7 @@ def _playwright_chromium() -> str | None:
 
         with sync_playwright() as pw:
             path = pw.chromium.executable_path
-    except Exception as exc:  # the driver may fail to start; a system browser can still serve
+    except Exception as exc:
         logger.debug("playwright could not report its chromium: %s", exc)
         return None
     return path if path and Path(path).is_file() else None

@@ -89,8 +89,10 @@ def load(
 
     source = str(Path(model).expanduser()) if _looks_like_path(model) else model
     if _looks_like_path(model) and not Path(source).is_dir():
-        raise ModelLoadError(f"no model directory at {source!r}",
-                             hint="pass 'tiny', a directory written by save_pretrained, or a hub id like 'Qwen/Qwen2-VL-2B-Instruct'")
+        raise ModelLoadError(
+            f"no model directory at {source!r}",
+            hint="pass 'tiny', a directory written by save_pretrained, or a hub id like 'Qwen/Qwen2-VL-2B-Instruct'",
+        )
     try:
         config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except (OSError, ValueError) as exc:
