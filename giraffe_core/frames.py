@@ -79,6 +79,9 @@ def image_parts(messages: Sequence[dict]) -> list[dict]:
             if part.get("type") == "video" or "video" in part:
                 raise InputError(f"message {i}: video parts are not supported here",
                                  hint="pass the video's frames as image parts (plan them with plan_groups)")
+            if part.get("type") == "image_url" or "image_url" in part:
+                raise InputError(f"message {i}: 'image_url' parts are not read here",
+                                 hint="load the image yourself and pass {'type': 'image', 'image': <PIL/path/bytes>}")
             if part.get("type") == "image" or "image" in part:
                 if part.get("image") is None:
                     raise InputError(f"message {i}: an image part needs an 'image' (PIL image, path, bytes or array)")
@@ -148,12 +151,13 @@ def build_inputs(
     parts = image_parts(messages)
     images = [load_image(part["image"]) for part in parts]
     side = geometry.token_side_px
-    default = default_max_tokens or geometry.max_pixels // (side * side)
+    default = geometry.max_pixels // (side * side) if default_max_tokens is None else default_max_tokens
+    budgets = [int(default if part.get("max_tokens") is None else part["max_tokens"]) for part in parts]
     plan = plan_tiers(
         [im.size for im in images],
-        [int(part.get("max_tokens") or default) for part in parts],
+        budgets,
         geometry,
-        tiers=[str(part.get("tier") or f"t{int(part.get('max_tokens') or default)}") for part in parts],
+        tiers=[str(part.get("tier") or f"t{budget}") for part, budget in zip(parts, budgets)],
     )
     resized = [
         im if im.size == f.size else im.resize(f.size, Image.Resampling.BICUBIC)

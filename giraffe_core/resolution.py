@@ -166,8 +166,10 @@ def frame_plan(
 
     The resized size comes from transformers' ``smart_resize`` with the pixel cap
     ``min(max_tokens * 28**2, geometry.max_pixels)``, exactly as the processor will resize it.
-    Budgets below the processor's ``min_pixels`` are honoured (the frame is resized below it);
-    a frame exceeds its budget only when one side is already at its minimum of 28 pixels.
+    Budgets below the processor's ``min_pixels`` are honoured (the frame is resized below it).
+    When ``smart_resize`` rounds a small frame up past the cap, the longer side is shortened by
+    28 pixels until it fits, so a frame exceeds its budget only when both sides are at their
+    minimum of 28 pixels (a budget of 0 tokens is impossible).
     """
     width, height = _check_size(size, index)
     if max_tokens < 1:
@@ -179,6 +181,11 @@ def frame_plan(
                                     max_pixels=cap)
     except ValueError as exc:  # e.g. an aspect ratio above 200
         raise InputError(f"frame {index} of {width}x{height} px cannot be resized for the model: {exc}") from exc
+    while new_h * new_w > cap and max(new_h, new_w) > side:  # smart_resize rounds up small frames
+        if new_h >= new_w:
+            new_h -= side
+        else:
+            new_w -= side
     grid = (1, new_h // geometry.patch_size, new_w // geometry.patch_size)
     tokens = (new_h // side) * (new_w // side)
     return FramePlan(index, tier, max_tokens, (width, height), (new_w, new_h), grid, tokens)

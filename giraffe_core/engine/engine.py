@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import torch
 
-from giraffe_core.errors import InputError
+from giraffe_core.errors import InputError, ModelLoadError
 from giraffe_core.frames import ModelInputs, build_inputs
 from giraffe_core.positions import VisionTokenIds
 from giraffe_core.resolution import ResolutionPlan, VisionGeometry
@@ -62,6 +62,7 @@ class Engine:
         self.name = name
         self.tokens = VisionTokenIds.from_config(model.config)
         self.geometry = VisionGeometry.from_processor(processor)
+        _check_tokenizer(processor.tokenizer, model.config)
 
     def __repr__(self) -> str:
         return (f"Engine(name={self.name!r}, rope={self.rope_parameters.get('rope_type')!r}, "
@@ -148,3 +149,20 @@ class Engine:
         self.model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
         return directory
+
+
+def _check_tokenizer(tokenizer: Any, config: Any) -> None:
+    """The tokenizer must map Qwen's vision tokens to the ids the model was built with."""
+    expected = {
+        "<|image_pad|>": config.image_token_id,
+        "<|vision_start|>": config.vision_start_token_id,
+        "<|vision_end|>": config.vision_end_token_id,
+    }
+    wrong = {tok: (tokenizer.convert_tokens_to_ids(tok), want) for tok, want in expected.items()
+             if tokenizer.convert_tokens_to_ids(tok) != want}
+    if wrong:
+        detail = ", ".join(f"{tok} is {got} (model: {want})" for tok, (got, want) in wrong.items())
+        raise ModelLoadError(
+            f"the tokenizer does not match the model: {detail}",
+            hint="load the tokenizer saved with this model (tokenizer.json next to config.json)",
+        )

@@ -13,10 +13,12 @@ installed and the model runs on a CUDA GPU in half precision, PyTorch SDPA other
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from giraffe_core.engine.engine import Engine
@@ -49,7 +51,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def load(
-    model: str = "tiny",
+    model: str | os.PathLike = "tiny",
     *,
     context_length: int | None = None,
     rope: RopeMethod | str = "mrope_plus_plus",
@@ -62,7 +64,7 @@ def load(
     """Load a Qwen-VL-family model and its processor as an :class:`Engine`.
 
     Args:
-        model: ``"tiny"``, a directory written by ``save_pretrained``, or a hub id.
+        model: ``"tiny"``, a directory written by ``save_pretrained`` (str or path), or a hub id.
         context_length: extend the model to this many tokens with ``rope`` (``None``: as saved).
         rope: rope method for the extension, one of :data:`giraffe_core.ROPE_METHODS`.
         device: where to run; default CUDA when available, else CPU.
@@ -75,6 +77,7 @@ def load(
         ModelLoadError: the directory or hub id cannot be loaded (with the reason and the fix).
         ConfigError: the model is not a Qwen-VL family model, or the rope parameters are invalid.
     """
+    model = os.fspath(model)
     device = torch.device(device) if device is not None else _default_device()
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     attn = attn_implementation or choose_attention(device, dtype)
@@ -87,8 +90,9 @@ def load(
         net = tiny_model(config, seed=seed)
         return Engine(net.to(device=device, dtype=dtype), tiny_processor(), name="tiny")
 
-    source = str(Path(model).expanduser()) if _looks_like_path(model) else model
-    if _looks_like_path(model) and not Path(source).is_dir():
+    is_path = _looks_like_path(model)
+    source = str(Path(model).expanduser()) if is_path else model
+    if is_path and not Path(source).is_dir():
         raise ModelLoadError(
             f"no model directory at {source!r}",
             hint="pass 'tiny', a directory written by save_pretrained, or a hub id like 'Qwen/Qwen2-VL-2B-Instruct'",
@@ -96,10 +100,9 @@ def load(
     try:
         config = AutoConfig.from_pretrained(source, **hub_kwargs)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"cannot load the config of {source!r}: {exc}",
-            hint="offline? download it on a connected machine (`hf download ID --local-dir DIR`) and load DIR",
-        ) from exc
+        hint = ("the directory needs the config.json that save_pretrained writes" if is_path else
+                "offline? download it on a connected machine (`hf download ID --local-dir DIR`) and load DIR")
+        raise ModelLoadError(f"cannot load the config of {source!r}: {exc}", hint=hint) from exc
     if config.model_type not in _SUPPORTED:
         raise ConfigError(f"{source!r} is a {config.model_type!r} model; Giraffe runs Qwen-VL family models",
                           hint=f"supported model types: {list(_SUPPORTED)}")
@@ -109,7 +112,7 @@ def load(
         net = AutoModelForImageTextToText.from_pretrained(source, config=config, dtype=dtype,
                                                           attn_implementation=attn, **hub_kwargs)
         processor = load_processor(source, **hub_kwargs)
-    except OSError as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # missing files, corrupt weights or configs
         raise ModelLoadError(f"cannot load the weights or processor of {source!r}: {exc}") from exc
     logger.info("loaded %s (%s, %s, attention=%s, rope=%s)", source, device, dtype, attn,
                 config.get_text_config(decoder=True).rope_parameters.get("rope_type"))
