@@ -8,7 +8,7 @@ anything is timed; each function gets one warm-up call, then the median of ``--r
     python benchmarks/positions.py            # table + one JSON line
     python benchmarks/positions.py --repeats 3
 
-Only ``get_rope_index`` of a tiny random Qwen2-VL model is timed (the weights play no part in it).
+Only ``get_rope_index`` of the tiny preset's Qwen2-VL model is timed (the weights play no part in it).
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ import time
 
 import torch
 
+from giraffe_core.engine import tiny_config, tiny_model
 from giraffe_core.positions import VisionTokenIds, rope_index
 
-IMG, VID, VSTART, VEND, PAD = 100, 101, 102, 103, 0
-MERGE = 2
+TINY = tiny_config()
+IMG, VSTART, VEND = TINY.image_token_id, TINY.vision_start_token_id, TINY.vision_end_token_id
+PAD = TINY.text_config.pad_token_id
+MERGE = TINY.vision_config.spatial_merge_size
 TOTAL = 131072
 
 # LM grids (H, W after the 2x2 merge) chosen so that n_images * (H*W + 2 + gap) == 131072 exactly.
@@ -36,36 +39,8 @@ LAYOUTS = {  # n_images: (lm_h, lm_w)
 
 
 def tiny_qwen2vl():
-    from transformers import Qwen2VLConfig, Qwen2VLModel
-
-    torch.manual_seed(0)
-    config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": 200,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-            "pad_token_id": PAD,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6},
-        },
-        vision_config={
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": 32,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "spatial_merge_size": MERGE,
-        },
-        image_token_id=IMG,
-        video_token_id=VID,
-        vision_start_token_id=VSTART,
-        vision_end_token_id=VEND,
-    )
-    return Qwen2VLModel(config).eval()
+    """The tiny preset's Qwen2VLModel; only its get_rope_index is timed (weights play no part)."""
+    return tiny_model(TINY).model
 
 
 def make_row(n_images: int, lm_h: int, lm_w: int, total: int) -> tuple[list[int], list[list[int]]]:
