@@ -12,7 +12,15 @@ checkpoints load with plain ``from_pretrained`` in any process that imported it.
 
 from giraffe_core.engine import Engine, Generation, load
 from giraffe_core.errors import ConfigError, GiraffeError, InputError, MissingExtraError, ModelLoadError
-from giraffe_core.frames import ModelInputs, build_inputs, image_parts, load_image
+from giraffe_core.frames import (
+    ChatLayout,
+    ModelInputs,
+    build_inputs,
+    encode_images,
+    image_parts,
+    layout_chat,
+    load_image,
+)
 from giraffe_core.positions import PositionIds, VisionTokenIds, rope_index
 from giraffe_core.resolution import (
     WRAPPER_TOKENS,
@@ -42,6 +50,7 @@ register_rope_types()
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChatLayout",
     "ConfigError",
     "Engine",
     "FramePlan",
@@ -64,9 +73,11 @@ __all__ = [
     "__version__",
     "apply_rope_extension",
     "build_inputs",
+    "encode_images",
     "frame_plan",
     "image_parts",
     "inverse_frequencies",
+    "layout_chat",
     "load",
     "load_image",
     "pair_axes",

@@ -40,7 +40,7 @@ from giraffe_core.errors import InputError
 from giraffe_core.positions import VisionTokenIds, rope_index
 from giraffe_core.resolution import ResolutionPlan, VisionGeometry, plan_tiers
 
-__all__ = ["ModelInputs", "build_inputs", "image_parts", "load_image"]
+__all__ = ["ChatLayout", "ModelInputs", "build_inputs", "encode_images", "image_parts", "layout_chat", "load_image"]
 
 
 def load_image(source: Any) -> Image.Image:
@@ -128,6 +128,130 @@ class ModelInputs:
         return {k: v.to(device) if device is not None else v for k, v in kwargs.items()}
 
 
+@dataclass
+class ChatLayout:
+    """A chat rendered to tokens, positions and a resolution plan, before any pixel is processed.
+
+    Attributes:
+        text: the chat template's output, one ``<|image_pad|>`` per frame (not yet expanded).
+        input_ids: ``(1, L)`` tokens with every frame's placeholders expanded (what the model reads).
+        position_ids: ``(3, 1, L)`` Giraffe 3-D positions; ``next_position``: ``(1,)``.
+        plan: the frames' resolution plan (``None`` without frames).
+        parts: the chat's image parts, in order; ``images``: each part's image, opened lazily.
+        spans: ``[start, end)`` token range of each frame's placeholder run in ``input_ids``.
+    """
+
+    text: str
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    next_position: torch.Tensor
+    plan: ResolutionPlan | None
+    parts: list[dict]
+    images: list[Image.Image]
+    spans: list[tuple[int, int]]
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt length, tokens."""
+        return int(self.input_ids.shape[1])
+
+
+def _open_image(source: Any) -> Image.Image:
+    """Open an image lazily (size known, pixels decoded on first use); see :func:`load_image`."""
+    if isinstance(source, Image.Image):
+        return source
+    try:
+        if isinstance(source, (str, Path)):
+            return Image.open(source)
+        if isinstance(source, (bytes, bytearray)):
+            return Image.open(io.BytesIO(source))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read image {str(source)[:80]!r}: {exc}") from exc
+    return load_image(source)
+
+
+def layout_chat(
+    processor: Any,
+    messages: Sequence[dict],
+    tokens: VisionTokenIds,
+    *,
+    default_max_tokens: int | None = None,
+    add_generation_prompt: bool = True,
+    start: int = 0,
+) -> ChatLayout:
+    """Tokens, positions and resolution plan of a chat, without decoding or patchifying any image.
+
+    The placeholders are expanded exactly as the processor expands them (one ``<|image_pad|>``
+    per visual token of the planned size), so ``layout.num_tokens`` is the exact prompt length.
+    Arguments as in :func:`build_inputs`.
+    """
+    geometry = VisionGeometry.from_processor(processor)
+    parts = image_parts(messages)
+    images = [_open_image(part["image"]) for part in parts]
+    side = geometry.token_side_px
+    default = geometry.max_pixels // (side * side) if default_max_tokens is None else default_max_tokens
+    budgets = [int(default if part.get("max_tokens") is None else part["max_tokens"]) for part in parts]
+    plan = plan_tiers(
+        [im.size for im in images],
+        budgets,
+        geometry,
+        tiers=[str(part.get("tier") or f"t{budget}") for part, budget in zip(parts, budgets)],
+    )
+    text = processor.apply_chat_template(_without_payloads(messages), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+    pad = getattr(processor, "image_token", "<|image_pad|>")
+    pieces = text.split(pad)
+    if len(pieces) - 1 != len(parts):
+        raise InputError(
+            f"the chat renders {len(pieces) - 1} image placeholders for {len(parts)} image parts",
+            hint=f"do not write {pad} in message text; add images as image parts",
+        )
+    expanded = pieces[0] + "".join(pad * f.tokens + piece for f, piece in zip(plan.frames, pieces[1:]))
+    input_ids = processor.tokenizer(expanded, return_tensors="pt")["input_ids"]
+    where = (input_ids[0] == tokens.image_token_id).nonzero().flatten().tolist()
+    spans, cursor = [], 0
+    for f in plan.frames:
+        first, last = where[cursor], where[cursor + f.tokens - 1]
+        if last - first + 1 != f.tokens:
+            raise InputError(f"frame {f.index}: its placeholders are not one unbroken run of tokens")
+        spans.append((first, last + 1))
+        cursor += f.tokens
+    grid = torch.tensor([f.grid_thw for f in plan.frames], dtype=torch.long).reshape(-1, 3)
+    positions = rope_index(input_ids, grid, None, None, tokens=tokens, start=start)
+    return ChatLayout(text, input_ids, positions.position_ids, positions.next_position,
+                      plan if parts else None, parts, images, spans)
+
+
+def encode_images(
+    processor: Any, layout: ChatLayout, frames: Sequence[int] | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Resize the chosen frames (all by default) to their planned sizes and patchify them.
+
+    Returns:
+        ``(pixel_values, image_grid_thw)`` of shapes ``(patches, C * T * P * P)`` and
+        ``(len(frames), 3)``, or ``(None, None)`` when no frame is chosen.
+    """
+    if layout.plan is None:
+        return None, None
+    chosen = range(len(layout.images)) if frames is None else frames
+    plans = [layout.plan.frames[i] for i in chosen]
+    if not plans:
+        return None, None
+    resized = []
+    for i, f in zip(chosen, plans):
+        image = load_image(layout.images[i])
+        resized.append(image if image.size == f.size else image.resize(f.size, Image.Resampling.BICUBIC))
+    areas = [w * h for w, h in (f.size for f in plans)]
+    # Frames are already at their planned size; these bounds make the image processor keep them.
+    out = processor.image_processor(images=resized, size={"shortest_edge": min(areas), "longest_edge": max(areas)},
+                                    return_tensors="pt")
+    grid = out["image_grid_thw"].long()
+    expected = torch.tensor([f.grid_thw for f in plans], dtype=torch.long)
+    if not torch.equal(grid, expected):
+        raise RuntimeError(f"the image processor resized frames differently from the plan: {grid} != {expected}")
+    return out["pixel_values"], grid
+
+
 def build_inputs(
     processor: Any,
     messages: Sequence[dict],
@@ -147,53 +271,20 @@ def build_inputs(
         add_generation_prompt: end with the assistant prompt.
         start: first position (append after an existing context).
     """
-    geometry = VisionGeometry.from_processor(processor)
-    parts = image_parts(messages)
-    images = [load_image(part["image"]) for part in parts]
-    side = geometry.token_side_px
-    default = geometry.max_pixels // (side * side) if default_max_tokens is None else default_max_tokens
-    budgets = [int(default if part.get("max_tokens") is None else part["max_tokens"]) for part in parts]
-    plan = plan_tiers(
-        [im.size for im in images],
-        budgets,
-        geometry,
-        tiers=[str(part.get("tier") or f"t{budget}") for part, budget in zip(parts, budgets)],
-    )
-    resized = [
-        im if im.size == f.size else im.resize(f.size, Image.Resampling.BICUBIC)
-        for im, f in zip(images, plan.frames)
-    ]
-    template_messages = _without_payloads(messages)
-    text = processor.apply_chat_template(template_messages, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
-    call: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-    if resized:
-        areas = [w * h for w, h in (f.size for f in plan.frames)]
-        # Frames are already at their planned size; these bounds make the processor keep them.
-        call["images"] = resized
-        call["images_kwargs"] = {"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}}
-    batch = processor(**call)
-    grid = batch.get("image_grid_thw")
-    if resized:
-        expected = torch.tensor([f.grid_thw for f in plan.frames], dtype=torch.long)
-        if grid is None or not torch.equal(grid.long(), expected):
-            raise RuntimeError(f"the processor resized frames differently from the plan: {grid} != {expected}")
-    input_ids = batch["input_ids"]
-    attention_mask = batch.get("attention_mask", torch.ones_like(input_ids))
-    mm_types = batch.get("mm_token_type_ids")
-    if mm_types is None:
-        mm_types = (input_ids == tokens.image_token_id).long()
-    positions = rope_index(input_ids, grid, None, attention_mask, tokens=tokens, start=start)
+    layout = layout_chat(processor, messages, tokens, default_max_tokens=default_max_tokens,
+                         add_generation_prompt=add_generation_prompt, start=start)
+    pixel_values, grid = encode_images(processor, layout)
+    input_ids = layout.input_ids
     return ModelInputs(
         input_ids=input_ids,
-        attention_mask=attention_mask,
-        mm_token_type_ids=mm_types,
-        position_ids=positions.position_ids,
-        next_position=positions.next_position,
-        pixel_values=batch.get("pixel_values"),
+        attention_mask=torch.ones_like(input_ids),
+        mm_token_type_ids=(input_ids == tokens.image_token_id).int(),
+        position_ids=layout.position_ids,
+        next_position=layout.next_position,
+        pixel_values=pixel_values,
         image_grid_thw=grid,
-        plan=plan if resized else None,
-        text=text,
+        plan=layout.plan,
+        text=layout.text,
     )
 
 

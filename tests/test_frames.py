@@ -273,3 +273,30 @@ def test_image_url_part_is_an_input_error(tiny_engine):
                                          {"type": "text", "text": "?"}]}]
     with pytest.raises(InputError):
         tiny_engine.prepare(chat)
+
+
+def test_layout_tokens_equal_the_processors_own_expansion(tiny_engine, mixed_chat):
+    """layout_chat expands placeholders without the processor; its tokens must equal the processor's."""
+    from giraffe_core.frames import encode_images, layout_chat
+
+    processor = tiny_engine.processor
+    layout = layout_chat(processor, mixed_chat, tiny_engine.tokens)
+    resized = [load_image(im).resize(f.size, Image.Resampling.BICUBIC) for im, f in zip(layout.images, layout.plan.frames)]
+    areas = [w * h for w, h in (f.size for f in layout.plan.frames)]
+    reference = processor(text=[layout.text], images=resized, return_tensors="pt",
+                          images_kwargs={"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}})
+    assert torch.equal(layout.input_ids, reference["input_ids"])
+    pixel_values, grid = encode_images(processor, layout)
+    assert torch.equal(pixel_values, reference["pixel_values"]) and torch.equal(grid, reference["image_grid_thw"])
+    # spans cover exactly each frame's placeholder run
+    for (start, end), frame in zip(layout.spans, layout.plan.frames):
+        assert end - start == frame.tokens
+        assert bool((layout.input_ids[0, start:end] == tiny_engine.tokens.image_token_id).all())
+        assert int(layout.input_ids[0, start - 1]) == tiny_engine.model.config.vision_start_token_id
+        assert int(layout.input_ids[0, end]) == tiny_engine.model.config.vision_end_token_id
+
+
+def test_placeholder_text_in_a_message_is_an_input_error(tiny_engine):
+    chat = [{"role": "user", "content": "look: <|image_pad|>"}]
+    with pytest.raises(InputError, match="placeholders"):
+        tiny_engine.prepare(chat)
