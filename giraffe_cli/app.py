@@ -1,7 +1,8 @@
-"""The ``giraffe`` command line. The outermost layer: commands import the library lazily."""
+"""The ``giraffe`` command line (info, generate, serve). The outermost layer: commands import the library lazily."""
 
 from __future__ import annotations
 
+import enum
 import json
 import platform
 import sys
@@ -128,6 +129,52 @@ def generate(
     if engine.name == "tiny":
         console.print("[dim]tiny preset: random weights, so the text below is noise; the pipeline is real.[/]")
     console.print(f"[bold]completion[/] ({result.completion_tokens} tokens, {result.finish_reason}): {result.text!r}")
+
+
+class LogLevel(str, enum.Enum):
+    """Log levels of ``giraffe serve`` (Python logging's and uvicorn's names)."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("tiny", help="'tiny', a saved directory, or a hub id"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every interface; mind who can reach it)"),
+    port: int = typer.Option(8000, help="TCP port"),
+    context_length: int | None = typer.Option(None, help="extend the context to this many tokens"),
+    rope: str = typer.Option("mrope_plus_plus", help="rope method used with --context-length"),
+    max_body_mb: float = typer.Option(20.0, min=0.001, help="largest request body, MiB (413 above it)"),
+    allow_remote_urls: bool = typer.Option(False, "--allow-remote-urls", help="fetch http(s) image URLs"),
+    allow_local_paths: bool = typer.Option(True, "--allow-local-paths/--no-local-paths",
+                                           help="read images from server-side paths and file:// URLs"),
+    name: str | None = typer.Option(None, help="the model id clients pass (default: --model)"),
+    log_level: LogLevel = typer.Option(LogLevel.info, help="log level of the server and uvicorn"),
+) -> None:
+    """Serve a model with the OpenAI chat completions API (needs the serve extra)."""
+    import logging
+
+    from giraffe_core import GiraffeError, load
+    from giraffe_core.engine import ServerConfig
+    from giraffe_core.engine import serve as run_server
+    from giraffe_core.extras import require
+
+    try:
+        require("fastapi", extra="serve", purpose="run `giraffe serve`")
+        require("uvicorn", extra="serve", purpose="run `giraffe serve`")
+        config = ServerConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), allow_remote_urls=allow_remote_urls,
+                              allow_local_paths=allow_local_paths)
+        engine = load(model, context_length=context_length, rope=rope)
+    except GiraffeError as exc:
+        _fail(exc)
+        return
+    logging.basicConfig(level=log_level.value.upper(), format="%(levelname)s %(name)s: %(message)s")
+    console.print(f"[bold]{engine!r}[/] on http://{host}:{port}/v1 as model {name or engine.name!r}")
+    run_server(engine, host=host, port=port, model_name=name, config=config, log_level=log_level.value)
 
 
 def main() -> None:

@@ -4,13 +4,26 @@
 * :mod:`~giraffe_core.positions`: 3-D (t, h, w) position ids under one explicit rule;
 * :mod:`~giraffe_core.resolution`: hybrid-resolution plans and exact visual-token accounting;
 * :mod:`~giraffe_core.frames`: chats with frames of mixed sizes -> model inputs;
-* :mod:`~giraffe_core.engine`: ``load`` ("tiny", directories, hub ids) and generation.
+* :mod:`~giraffe_core.memory`: the timeline memory: frames and turns in resolution tiers within a
+  token budget, changing in cache-aligned blocks;
+* :mod:`~giraffe_core.engine`: ``load`` ("tiny", directories, hub ids), generation and streaming,
+  ``Session`` (a KV cache reused across steps), and ``create_app`` / ``serve``, an
+  OpenAI-compatible server (the ``serve`` extra).
 
 Importing this package registers Giraffe's rope types with transformers, so saved M-RoPE++
 checkpoints load with plain ``from_pretrained`` in any process that imported it.
 """
 
-from giraffe_core.engine import Engine, Generation, load
+from giraffe_core.engine import (
+    Engine,
+    Generation,
+    GenerationStream,
+    ServerConfig,
+    Session,
+    create_app,
+    load,
+    serve,
+)
 from giraffe_core.errors import ConfigError, GiraffeError, InputError, MissingExtraError, ModelLoadError
 from giraffe_core.frames import (
     ChatLayout,
@@ -21,6 +34,7 @@ from giraffe_core.frames import (
     layout_chat,
     load_image,
 )
+from giraffe_core.memory import MemoryConfig, TimelineMemory
 from giraffe_core.positions import PositionIds, VisionTokenIds, rope_index
 from giraffe_core.resolution import (
     WRAPPER_TOKENS,
@@ -55,10 +69,12 @@ __all__ = [
     "Engine",
     "FramePlan",
     "Generation",
+    "GenerationStream",
     "GiraffeError",
     "GroupScheme",
     "InputError",
     "MROPE_PLUS_PLUS",
+    "MemoryConfig",
     "MissingExtraError",
     "ModelInputs",
     "ModelLoadError",
@@ -67,12 +83,16 @@ __all__ = [
     "ROPE_METHODS",
     "ResolutionPlan",
     "RopeMethod",
+    "ServerConfig",
+    "Session",
+    "TimelineMemory",
     "VisionGeometry",
     "VisionTokenIds",
     "WRAPPER_TOKENS",
     "__version__",
     "apply_rope_extension",
     "build_inputs",
+    "create_app",
     "encode_images",
     "frame_plan",
     "image_parts",
@@ -86,5 +106,6 @@ __all__ = [
     "register_rope_types",
     "rope_index",
     "rope_parameters_for",
+    "serve",
     "validate_rope_parameters",
 ]

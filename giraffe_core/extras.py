@@ -6,6 +6,7 @@ declared in ``pyproject.toml``::
     agent  playwright, mss           (browser and desktop environments)
     train  accelerate, peft, deepspeed
     gpu    flash-attn
+    serve  fastapi, uvicorn, httpx   (``giraffe serve``, the OpenAI-compatible server)
     dev    pytest and tools
 
 Code that needs one calls :func:`require` at the point of use, never at import time.
@@ -27,6 +28,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "agent": {"playwright": "playwright", "mss": "mss"},
     "train": {"accelerate": "accelerate", "peft": "peft", "deepspeed": "deepspeed"},
     "gpu": {"flash_attn": "flash-attn"},
+    "serve": {"fastapi": "fastapi", "uvicorn": "uvicorn", "httpx": "httpx"},
     "dev": {"pytest": "pytest"},
 }
 

@@ -34,7 +34,7 @@ def test_require_returns_the_module_when_present():
 
 def test_extra_status_lists_every_extra_and_reports_installed_versions():
     status = extra_status()
-    assert set(status) == {"agent", "train", "gpu", "dev"} == set(EXTRAS)
+    assert set(status) == {"agent", "train", "gpu", "serve", "dev"} == set(EXTRAS)
     assert status["dev"]["pytest"] == pytest.__version__
 
 

@@ -281,7 +281,8 @@ def test_layout_tokens_equal_the_processors_own_expansion(tiny_engine, mixed_cha
 
     processor = tiny_engine.processor
     layout = layout_chat(processor, mixed_chat, tiny_engine.tokens)
-    resized = [load_image(im).resize(f.size, Image.Resampling.BICUBIC) for im, f in zip(layout.images, layout.plan.frames)]
+    resized = [load_image(im).resize(f.size, Image.Resampling.BICUBIC)
+               for im, f in zip(layout.images, layout.plan.frames)]
     areas = [w * h for w, h in (f.size for f in layout.plan.frames)]
     reference = processor(text=[layout.text], images=resized, return_tensors="pt",
                           images_kwargs={"size": {"shortest_edge": min(areas), "longest_edge": max(areas)}})

@@ -7,7 +7,8 @@ import pytest
 #: package -> modules whose __all__ it must re-export in full
 PACKAGES = {
     "giraffe_core": ["errors", "rope", "positions", "resolution", "frames"],
-    "giraffe_core.engine": ["engine", "load", "processor", "tiny"],
+    "giraffe_core.engine": ["engine", "load", "processor", "server", "session", "tiny"],
+    "giraffe_core.memory": ["items", "policy", "timeline"],
     "giraffe_agent": [],
     "giraffe_agent.envs": ["chromium"],
     "giraffe_cli": [],
