@@ -257,7 +257,8 @@ class TimelineMemory:
         if evicted:
             note = (f"[{len(evicted)} earlier screens (steps {evicted[0].step}-{evicted[-1].step}) are stored "
                     "on disk and not shown; zoom into a step to see it again]\n")
-        newest = self.frames[-1] if self.frames else None
+        screens = [f for f in self.frames if f.zoom_of is None]
+        newest = screens[-1] if screens else None  # the current screen (zoom-backs are not screens)
         for item in self.items:
             if isinstance(item, TextItem):
                 if item.role == "system":
@@ -290,8 +291,9 @@ class TimelineMemory:
             if message["role"] == "assistant":
                 message["content"] = "\n".join(p["text"] for p in message["content"])
         if newest is not None and tiers[newest.id] in ("full", "low") and messages and messages[-1]["role"] == "user":
-            label = f"zoom of step {self._frame(newest.zoom_of).step}" if newest.zoom_of else f"step {newest.step}"
-            messages[-1]["content"].append({"type": "text", "text": f"Current screen: {label} (the last image).\n"})
+            where = "the last image" if newest is self.frames[-1] else "the last screenshot before the zoom"
+            messages[-1]["content"].append(
+                {"type": "text", "text": f"Current screen: step {newest.step} ({where}).\n"})
         return messages
 
     def render(self, *, add_generation_prompt: bool = True) -> RenderedContext:
