@@ -425,7 +425,7 @@ def test_a_typed_secret_reaches_the_page_but_no_log_message_or_observation(stric
 @requires_browser
 def test_the_proxy_refuses_other_hosts_and_never_reuses_a_connection(servers):
     """The backstop under context.route: a raw client through the allowlist proxy."""
-    from giraffe_agent.envs.browser import _GuardProxy
+    from giraffe_agent.envs.proxy import AllowlistProxy
 
     a, b = servers
     b.clear()
@@ -441,7 +441,7 @@ def test_the_proxy_refuses_other_hosts_and_never_reuses_a_connection(servers):
         return reply
 
     async def run() -> list[bytes]:
-        proxy = _GuardProxy(guard, connect_timeout_s=5, redact=str)
+        proxy = AllowlistProxy(guard, connect_timeout_s=5, redact=str)
         url = await proxy.start()
         try:
             return [

@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import io
 import logging
 import os
@@ -110,7 +109,9 @@ from giraffe_agent.actions import (
 from giraffe_agent.coords import CoordinateTransform
 from giraffe_agent.envs.base import ActResult, Element, Observation
 from giraffe_agent.envs.chromium import find_chromium
-from giraffe_agent.safety import SafetyError, SafetyPolicy, SecretError, Secrets, UrlGuard
+from giraffe_agent.envs.page_scripts import ELEMENTS_JS, PROBE_JS, SELECT_JS, TIMER_INIT_JS
+from giraffe_agent.envs.proxy import AllowlistProxy, short
+from giraffe_agent.safety import SafetyError, SafetyPolicy, SecretError, Secrets
 from giraffe_core.errors import GiraffeError
 from giraffe_core.extras import require
 
@@ -156,7 +157,7 @@ _AGENT_LOOP_ACTIONS = (ZoomBack, Done, Fail)
 #: requests that settling waits for: what changes the rendered page. Streams that may never end
 #: (eventsource, websocket, media), beacons, prefetches and the like are not waited for.
 _SETTLE_RESOURCE_TYPES = frozenset({"document", "stylesheet", "image", "font", "script", "xhr", "fetch"})
-_MAX_URL_IN_MESSAGE = 200
+
 _POLL_S = 0.03
 
 
@@ -244,297 +245,9 @@ class BrowserInfo:
 # --------------------------------------------------------------------------------------------
 
 #: counts pending short setTimeout callbacks so that settling can wait for them
-_TIMER_INIT_JS = """
-(() => {
-  if (window.__giraffeSettle) return;
-  const horizon = %(horizon_ms)d;
-  const pending = new Set();
-  const nativeSet = window.setTimeout, nativeClear = window.clearTimeout;
-  window.setTimeout = function setTimeout(handler, delay, ...args) {
-    const ms = Number(delay) || 0;
-    if (typeof handler !== 'function' || !(ms <= horizon)) return nativeSet.call(window, handler, delay, ...args);
-    const id = nativeSet.call(window, function () { pending.delete(id); return handler.apply(this, args); }, delay);
-    pending.add(id);
-    return id;
-  };
-  window.clearTimeout = function clearTimeout(id) { pending.delete(id); return nativeClear.call(window, id); };
-  Object.defineProperty(window, '__giraffeSettle', {value: Object.freeze({pending: () => pending.size})});
-})();
-"""
-
-_PROBE_JS = """
-() => {
-  const g = window.__giraffeSettle;
-  let anims = 0;
-  try {
-    for (const a of document.getAnimations()) {
-      if (a.playState === 'running' && isFinite(a.effect && a.effect.getComputedTiming().endTime)) anims++;
-    }
-  } catch (e) {}
-  return {ready: document.readyState, timers: g ? g.pending() : 0, anims, sx: window.scrollX, sy: window.scrollY};
-}
-"""
-
-_ELEMENTS_JS = """
-(maxText) => {
-  const out = [];
-  const vw = window.innerWidth, vh = window.innerHeight;
-  const interactive = new Set(['input', 'textarea', 'select', 'button', 'a', 'label', 'summary']);
-  const skip = new Set(['script', 'style', 'noscript', 'template', 'option', 'optgroup', 'head', 'title']);
-  const clean = s => (s || '').replace(/\\s+/g, ' ').trim().slice(0, maxText);
-  const ownText = el => Array.from(el.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
-  for (const el of document.querySelectorAll('body *')) {
-    const tag = el.tagName.toLowerCase();
-    if (skip.has(tag)) continue;
-    const role = el.getAttribute('role');
-    if (!interactive.has(tag) && !role && !ownText(el)) continue;
-    if (tag === 'input' && el.type === 'hidden') continue;
-    const r = el.getBoundingClientRect();
-    if (r.width <= 0 || r.height <= 0 || r.right <= 0 || r.bottom <= 0 || r.left >= vw || r.top >= vh) continue;
-    if (el.checkVisibility && !el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) continue;
-    let text, value = null;
-    if (tag === 'input' || tag === 'textarea') {
-      value = (el.type === 'checkbox' || el.type === 'radio') ? String(el.checked) : el.value;
-      text = el.placeholder || el.getAttribute('aria-label') || '';
-    } else if (tag === 'select') {
-      value = el.value;
-      const o = el.selectedOptions[0];
-      text = o ? o.label : '';
-    } else {
-      text = el.innerText || el.getAttribute('aria-label') || '';
-    }
-    const classes = typeof el.className === 'string' ? el.className : (el.getAttribute('class') || '');
-    out.push({tag, text: clean(text), box: [r.left, r.top, r.width, r.height], id: el.id || '',
-              classes: classes.trim(), value});
-    if (out.length >= 5000) break;
-  }
-  return out;
-}
-"""
-
-_SELECT_JS = """
-([x, y, wanted]) => {
-  const el = document.elementFromPoint(x, y);
-  if (!el) return {error: 'nothing'};
-  let sel = el.closest('select');
-  if (!sel) {
-    const label = el.closest('label');
-    if (label && label.control && label.control.tagName === 'SELECT') sel = label.control;
-  }
-  if (!sel) return {error: 'not-select', tag: el.tagName.toLowerCase()};
-  const norm = s => (s || '').replace(/\\s+/g, ' ').trim();
-  const opts = Array.from(sel.options);
-  const target = norm(wanted);
-  let i = opts.findIndex(o => norm(o.label) === target);
-  if (i < 0) i = opts.findIndex(o => o.value === wanted);
-  if (i < 0) i = opts.findIndex(o => norm(o.label).toLowerCase() === target.toLowerCase());
-  if (i < 0) return {error: 'no-option', options: opts.slice(0, 30).map(o => norm(o.label))};
-  if (sel.disabled || opts[i].disabled) return {error: 'disabled', label: norm(opts[i].label)};
-  sel.focus();
-  if (sel.multiple) { for (const o of opts) o.selected = false; }
-  opts[i].selected = true;
-  sel.dispatchEvent(new Event('input', {bubbles: true, composed: true}));
-  sel.dispatchEvent(new Event('change', {bubbles: true}));
-  return {label: norm(opts[i].label), value: opts[i].value};
-}
-"""
-
-
-def _short(text: str, limit: int = _MAX_URL_IN_MESSAGE) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
     return (text.splitlines() or [type(exc).__name__])[0]
-
-
-# --------------------------------------------------------------------------------------------
-# The allowlist proxy
-# --------------------------------------------------------------------------------------------
-
-_HOP_HEADERS = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization",
-                          b"proxy-authenticate"})
-_HEAD_LIMIT = 1 << 20
-_HEAD_TIMEOUT_S = 60.0
-_CHUNK = 1 << 16
-
-
-def _split_authority(authority: str) -> tuple[str, int] | None:
-    """``host:port`` or ``[v6]:port`` -> (host, port); ``None`` when malformed."""
-    if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = authority.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        return None
-    return host, int(port_text)
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(_CHUNK):
-        writer.write(data)
-        await writer.drain()
-    if writer.can_write_eof():
-        with contextlib.suppress(OSError):
-            writer.write_eof()
-
-
-def _close(writer: asyncio.StreamWriter | None) -> None:
-    if writer is not None:
-        with contextlib.suppress(OSError, RuntimeError):  # the loop may already be closing
-            writer.close()
-
-
-class _GuardProxy:
-    """A forward HTTP proxy on 127.0.0.1 that refuses every host:port outside the allowlist.
-
-    Chromium sends all its traffic here (``<-loopback>`` makes it include loopback), so the
-    allowlist also holds for what ``context.route`` cannot see: redirect hops and WebSockets.
-    ``CONNECT`` tunnels (https, ws, wss) are checked by host and port; plain http requests by
-    their absolute URL's host and port, then forwarded with ``Connection: close`` both ways so
-    that a kept-alive connection can never carry a second, unchecked request.
-    """
-
-    def __init__(self, guard: UrlGuard, *, connect_timeout_s: float, redact: Callable[[str], str]) -> None:
-        self._guard = guard
-        self._connect_timeout_s = connect_timeout_s
-        self._redact = redact
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.refused = 0
-
-    async def start(self) -> str:
-        """Listen on a free loopback port; returns the proxy URL."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_HEAD_LIMIT)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    async def close(self) -> None:
-        """Stop listening and drop every open connection."""
-        if self._server is None:
-            return
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(asyncio.TimeoutError, RuntimeError):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
-        self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
-        try:
-            await self._handle(reader, writer)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        finally:
-            _close(writer)
-            if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
-
-    async def _reply(self, writer: asyncio.StreamWriter, status: int, reason: str, text: str) -> None:
-        body = (f"<!doctype html><title>{status} {reason}</title><h1>{reason}</h1>"
-                f"<p>{text}</p>").encode()
-        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
-                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-        await writer.drain()
-
-    def _refuse_reason(self, host: str, port: int, what: str) -> str | None:
-        reason = self._guard.check_host(host, port)
-        if reason is not None:
-            self.refused += 1
-            logger.info("safety proxy refused %s (%s)", self._redact(_short(what)), reason)
-        return reason
-
-    async def _open(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.wait_for(asyncio.open_connection(host, port, limit=_HEAD_LIMIT),
-                                      self._connect_timeout_s)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
-        request_line, _, header_block = head[:-4].partition(b"\r\n")
-        fields = request_line.decode("latin-1").split(" ")
-        if len(fields) != 3:
-            await self._reply(writer, 400, "Bad Request", "malformed request line")
-            return
-        method, target, version = fields
-        if method.upper() == "CONNECT":
-            authority = _split_authority(target)
-            if authority is None:
-                await self._reply(writer, 400, "Bad Request", "malformed CONNECT target")
-                return
-            host, port = authority
-            if reason := self._refuse_reason(host, port, f"connection to {target}"):
-                await self._reply(writer, 403, "Forbidden", f"Blocked by the safety policy: {target} is {reason}.")
-                return
-            try:
-                up_reader, up_writer = await self._open(host, port)
-            except (OSError, asyncio.TimeoutError) as exc:
-                await self._reply(writer, 502, "Bad Gateway", f"could not connect to {target}: {exc}")
-                return
-            try:
-                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-                await writer.drain()
-                await self._tunnel(reader, writer, up_reader, up_writer)
-            finally:
-                _close(up_writer)
-            return
-        try:
-            parts = urlsplit(target)
-            host, port = parts.hostname, parts.port or 80
-        except ValueError:
-            host, port = None, 0
-        if parts.scheme.lower() != "http" or not host:
-            await self._reply(writer, 400, "Bad Request", "this proxy takes absolute http:// URLs and CONNECT")
-            return
-        if reason := self._refuse_reason(host, port, f"request to {target}"):
-            await self._reply(writer, 403, "Forbidden", f"Blocked by the safety policy: {host}:{port} is {reason}.")
-            return
-        try:
-            up_reader, up_writer = await self._open(host, port)
-        except (OSError, asyncio.TimeoutError) as exc:
-            await self._reply(writer, 502, "Bad Gateway", f"could not connect to {host}:{port}: {exc}")
-            return
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = [line for line in header_block.split(b"\r\n")
-                   if line and line.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS]
-        upload: asyncio.Task[None] | None = None
-        try:
-            up_writer.write(f"{method} {path} {version}\r\n".encode("latin-1")
-                            + b"\r\n".join([*headers, b"Connection: close"]) + b"\r\n\r\n")
-            await up_writer.drain()
-            upload = asyncio.ensure_future(_copy(reader, up_writer))  # a request body, if any
-            response_head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
-            status_line, _, response_headers = response_head[:-4].partition(b"\r\n")
-            kept = [line for line in response_headers.split(b"\r\n")
-                    if line and line.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS]
-            writer.write(status_line + b"\r\n" + b"\r\n".join([*kept, b"Connection: close"]) + b"\r\n\r\n")
-            await _copy(up_reader, writer)
-        finally:
-            if upload is not None:
-                upload.cancel()
-                await asyncio.gather(upload, return_exceptions=True)
-            _close(up_writer)
-
-    @staticmethod
-    async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
-        tasks = [asyncio.ensure_future(_copy(reader, up_writer)), asyncio.ensure_future(_copy(up_reader, writer))]
-        try:
-            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if pending:  # one side finished: give the other a moment to flush, then stop
-                await asyncio.wait(pending, timeout=2.0)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,7 +285,7 @@ class BrowserEnv:
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
         self._context: BrowserContext | None = None
-        self._proxy: _GuardProxy | None = None
+        self._proxy: AllowlistProxy | None = None
         self._pages: list[Page] = []
         self._blocked_tabs: set[Page] = set()
         self._blocked_popups: list[str] = []
@@ -584,6 +297,10 @@ class BrowserEnv:
         self._download_dir: Path | None = self.config.download_dir
         self._started = False
         self._closed = False
+
+    def describe(self) -> dict[str, Any]:
+        """What rebuilds this environment (recorded in a run's metadata; used by replays)."""
+        return {"kind": "browser", "start_url": self.start_url, "browser": self.config.model_dump(mode="json")}
 
     @classmethod
     def sync(cls, start_url: str, config: BrowserConfig | None = None, safety: SafetyPolicy | None = None,
@@ -614,7 +331,7 @@ class BrowserEnv:
             raise BrowserError("this BrowserEnv was already started" if not self._closed else
                                "this BrowserEnv is closed", hint="create a new BrowserEnv for a new episode")
         if (reason := self.guard.check(self.start_url)) is not None:
-            raise SafetyError(f"the start URL {_short(self._redact(self.start_url))} is refused: {reason} "
+            raise SafetyError(f"the start URL {short(self._redact(self.start_url))} is refused: {reason} "
                               f"(allowed: {self.guard.describe()})",
                               hint="add its host to SafetyPolicy.allowed_domains (or set allow_file_urls)")
         require("playwright", extra="agent", purpose="drive the browser environment")
@@ -625,7 +342,7 @@ class BrowserEnv:
         try:
             self._pw = await async_playwright().start()
             path, source = self._resolve_chromium(self._pw)
-            self._proxy = _GuardProxy(self.guard, connect_timeout_s=self.config.connect_timeout_s,
+            self._proxy = AllowlistProxy(self.guard, connect_timeout_s=self.config.connect_timeout_s,
                                       redact=self._redact)
             proxy_url = await self._proxy.start()
             try:
@@ -644,7 +361,7 @@ class BrowserEnv:
                 await self._page.goto(self.start_url, wait_until="commit",
                                       timeout=self.config.navigation_timeout_s * 1000)
             except PlaywrightError as exc:
-                raise BrowserError(f"could not open the start URL {_short(self._redact(self.start_url))}: "
+                raise BrowserError(f"could not open the start URL {short(self._redact(self.start_url))}: "
                                    f"{self._redact(_first_line(exc))}") from exc
             self._last_network = time.monotonic()
             return await self.observe()
@@ -687,7 +404,7 @@ class BrowserEnv:
         context.set_default_timeout(cfg.action_timeout_s * 1000)
         context.set_default_navigation_timeout(cfg.navigation_timeout_s * 1000)
         if cfg.timer_horizon_s > 0:
-            await context.add_init_script(_TIMER_INIT_JS % {"horizon_ms": round(cfg.timer_horizon_s * 1000)})
+            await context.add_init_script(TIMER_INIT_JS % {"horizon_ms": round(cfg.timer_horizon_s * 1000)})
         await context.route("**/*", self._route)
         context.on("request", self._on_request)
         context.on("requestfinished", self._on_request_done)
@@ -772,7 +489,7 @@ class BrowserEnv:
         page.on("close", self._on_close)
         if announce:
             self._note("a new tab opened and is now the current tab")
-            logger.info("a new tab opened: %s", self._redact(_short(page.url)))
+            logger.info("a new tab opened: %s", self._redact(short(page.url)))
             self._spawn(self._watch_new_tab(page))
 
     def _on_close(self, page: Page) -> None:
@@ -813,7 +530,7 @@ class BrowserEnv:
             if reason is None:
                 await route.continue_()
                 return
-            text = f"blocked request to {_short(url)} ({reason})"
+            text = f"blocked request to {short(url)} ({reason})"
             self._note(text)
             logger.warning("%s [%s]", self._redact(text), request.resource_type)
             await route.abort("blockedbyclient")
@@ -823,14 +540,14 @@ class BrowserEnv:
                 except PlaywrightError:
                     self._blocked_popups.append(url)
         except PlaywrightError as exc:  # the page or context went away meanwhile
-            logger.debug("route for %s: %s", self._redact(_short(url)), exc)
+            logger.debug("route for %s: %s", self._redact(short(url)), exc)
 
     def _on_request(self, request: Request) -> None:
         if request.resource_type in _SETTLE_RESOURCE_TYPES:
             self._inflight.add(request)
             self._last_network = time.monotonic()
         if request.redirected_from is not None and (reason := self.guard.check(request.url)) is not None:
-            text = f"blocked redirect to {_short(request.url)} ({reason})"
+            text = f"blocked redirect to {short(request.url)} ({reason})"
             self._note(text)
             logger.warning("%s", self._redact(text))
 
@@ -851,13 +568,13 @@ class BrowserEnv:
 
     def _on_websocket(self, ws: WebSocket) -> None:
         if (reason := self.guard.check(ws.url)) is not None:
-            text = f"blocked WebSocket to {_short(ws.url)} ({reason})"
+            text = f"blocked WebSocket to {short(ws.url)} ({reason})"
             self._note(text)
             logger.warning("%s", self._redact(text))
 
     async def _on_dialog(self, dialog: Dialog) -> None:
         accept = self.config.dialogs == "accept" or dialog.type == "beforeunload"
-        kind, message = dialog.type, _short(dialog.message, 300)
+        kind, message = dialog.type, short(dialog.message, 300)
         try:
             await (dialog.accept() if accept else dialog.dismiss())
         except Exception as exc:
@@ -866,7 +583,7 @@ class BrowserEnv:
 
     async def _on_download(self, download: Download) -> None:
         name = Path(download.suggested_filename.replace("\\", "/")).name or "download"
-        source = _short(download.url)
+        source = short(download.url)
         if not self.safety.allow_downloads:
             try:
                 await download.cancel()
@@ -897,7 +614,7 @@ class BrowserEnv:
 
     async def _probe(self, page: Page, timeout_s: float) -> dict[str, Any] | None:
         try:
-            return await asyncio.wait_for(page.evaluate(_PROBE_JS), max(timeout_s, 0.05))
+            return await asyncio.wait_for(page.evaluate(PROBE_JS), max(timeout_s, 0.05))
         except asyncio.TimeoutError:
             return None
         except Exception as exc:  # navigating: the execution context was destroyed
@@ -937,7 +654,7 @@ class BrowserEnv:
             await asyncio.sleep(cfg.animation_delay_s)
 
     async def _elements(self, page: Page) -> list[Element]:
-        rows = await page.evaluate(_ELEMENTS_JS, 200)
+        rows = await page.evaluate(ELEMENTS_JS, 200)
         return [Element(tag=r["tag"], text=self._redact(r["text"]),
                         box=(float(r["box"][0]), float(r["box"][1]), float(r["box"][2]), float(r["box"][3])),
                         id=r["id"], classes=r["classes"],
@@ -1034,7 +751,7 @@ class BrowserEnv:
             await keyboard.type(text)
             if action.submit:
                 await keyboard.press("Enter")
-            shown = _short(action.text, 80)  # the placeholders, never the filled text
+            shown = short(action.text, 80)  # the placeholders, never the filled text
             return ActResult(True, f"typed {shown!r}{where}" + (" and pressed Enter" if action.submit else ""))
         if isinstance(action, KeyPress):
             await keyboard.press(action.keys)
@@ -1064,13 +781,13 @@ class BrowserEnv:
             if not await self._can_go_back(page):
                 return ActResult(False, "there is no previous page to go back to")
             await page.go_back(wait_until="commit", timeout=cfg.navigation_timeout_s * 1000)
-            return ActResult(True, f"went back to {_short(page.url)}")
+            return ActResult(True, f"went back to {short(page.url)}")
         if isinstance(action, Wait):
             await asyncio.sleep(action.seconds)
             return ActResult(True, f"waited {action.seconds:g} s")
         if isinstance(action, SelectOption):
             x, y = transform.to_css(action.x, action.y, action.space)
-            out = await page.evaluate(_SELECT_JS, [x, y, action.value])
+            out = await page.evaluate(SELECT_JS, [x, y, action.value])
             where = f"({x:.0f}, {y:.0f}) CSS px"
             error = out.get("error")
             if error == "not-select" or error == "nothing":
@@ -1110,12 +827,12 @@ class BrowserEnv:
     async def _goto(self, page: Page, raw_url: str) -> ActResult:
         url = self._resolve_url(page, raw_url)
         if (reason := self.guard.check(url)) is not None:
-            logger.warning("goto blocked: %s (%s)", self._redact(_short(url)), reason)
-            return ActResult(False, f"goto blocked: {_short(url)} is {reason}"
+            logger.warning("goto blocked: %s (%s)", self._redact(short(url)), reason)
+            return ActResult(False, f"goto blocked: {short(url)} is {reason}"
                              + (f" (allowed: {self.guard.describe()})" if reason.startswith("not in") else ""))
         response = await page.goto(url, wait_until="commit", timeout=self.config.navigation_timeout_s * 1000)
         status = f" (HTTP {response.status})" if response is not None and response.status >= 400 else ""
-        return ActResult(True, f"opened {_short(page.url)}{status}")
+        return ActResult(True, f"opened {short(page.url)}{status}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""JavaScript the browser environment runs in pages: timer tracking, the settle probe, the visible
+elements (for scripted demonstrators and tests) and choosing an option of a ``<select>``."""
+
+__all__ = ["ELEMENTS_JS", "PROBE_JS", "SELECT_JS", "TIMER_INIT_JS"]
+
+TIMER_INIT_JS = """
+(() => {
+  if (window.__giraffeSettle) return;
+  const horizon = %(horizon_ms)d;
+  const pending = new Set();
+  const nativeSet = window.setTimeout, nativeClear = window.clearTimeout;
+  window.setTimeout = function setTimeout(handler, delay, ...args) {
+    const ms = Number(delay) || 0;
+    if (typeof handler !== 'function' || !(ms <= horizon)) return nativeSet.call(window, handler, delay, ...args);
+    const id = nativeSet.call(window, function () { pending.delete(id); return handler.apply(this, args); }, delay);
+    pending.add(id);
+    return id;
+  };
+  window.clearTimeout = function clearTimeout(id) { pending.delete(id); return nativeClear.call(window, id); };
+  Object.defineProperty(window, '__giraffeSettle', {value: Object.freeze({pending: () => pending.size})});
+})();
+"""
+
+PROBE_JS = """
+() => {
+  const g = window.__giraffeSettle;
+  let anims = 0;
+  try {
+    for (const a of document.getAnimations()) {
+      if (a.playState === 'running' && isFinite(a.effect && a.effect.getComputedTiming().endTime)) anims++;
+    }
+  } catch (e) {}
+  return {ready: document.readyState, timers: g ? g.pending() : 0, anims, sx: window.scrollX, sy: window.scrollY};
+}
+"""
+
+ELEMENTS_JS = """
+(maxText) => {
+  const out = [];
+  const vw = window.innerWidth, vh = window.innerHeight;
+  const interactive = new Set(['input', 'textarea', 'select', 'button', 'a', 'label', 'summary']);
+  const skip = new Set(['script', 'style', 'noscript', 'template', 'option', 'optgroup', 'head', 'title']);
+  const clean = s => (s || '').replace(/\\s+/g, ' ').trim().slice(0, maxText);
+  const ownText = el => Array.from(el.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+  for (const el of document.querySelectorAll('body *')) {
+    const tag = el.tagName.toLowerCase();
+    if (skip.has(tag)) continue;
+    const role = el.getAttribute('role');
+    if (!interactive.has(tag) && !role && !ownText(el)) continue;
+    if (tag === 'input' && el.type === 'hidden') continue;
+    const r = el.getBoundingClientRect();
+    if (r.width <= 0 || r.height <= 0 || r.right <= 0 || r.bottom <= 0 || r.left >= vw || r.top >= vh) continue;
+    if (el.checkVisibility && !el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) continue;
+    let text, value = null;
+    if (tag === 'input' || tag === 'textarea') {
+      value = (el.type === 'checkbox' || el.type === 'radio') ? String(el.checked) : el.value;
+      text = el.placeholder || el.getAttribute('aria-label') || '';
+    } else if (tag === 'select') {
+      value = el.value;
+      const o = el.selectedOptions[0];
+      text = o ? o.label : '';
+    } else {
+      text = el.innerText || el.getAttribute('aria-label') || '';
+    }
+    const classes = typeof el.className === 'string' ? el.className : (el.getAttribute('class') || '');
+    out.push({tag, text: clean(text), box: [r.left, r.top, r.width, r.height], id: el.id || '',
+              classes: classes.trim(), value});
+    if (out.length >= 5000) break;
+  }
+  return out;
+}
+"""
+
+SELECT_JS = """
+([x, y, wanted]) => {
+  const el = document.elementFromPoint(x, y);
+  if (!el) return {error: 'nothing'};
+  let sel = el.closest('select');
+  if (!sel) {
+    const label = el.closest('label');
+    if (label && label.control && label.control.tagName === 'SELECT') sel = label.control;
+  }
+  if (!sel) return {error: 'not-select', tag: el.tagName.toLowerCase()};
+  const norm = s => (s || '').replace(/\\s+/g, ' ').trim();
+  const opts = Array.from(sel.options);
+  const target = norm(wanted);
+  let i = opts.findIndex(o => norm(o.label) === target);
+  if (i < 0) i = opts.findIndex(o => o.value === wanted);
+  if (i < 0) i = opts.findIndex(o => norm(o.label).toLowerCase() === target.toLowerCase());
+  if (i < 0) return {error: 'no-option', options: opts.slice(0, 30).map(o => norm(o.label))};
+  if (sel.disabled || opts[i].disabled) return {error: 'disabled', label: norm(opts[i].label)};
+  sel.focus();
+  if (sel.multiple) { for (const o of opts) o.selected = false; }
+  opts[i].selected = true;
+  sel.dispatchEvent(new Event('input', {bubbles: true, composed: true}));
+  sel.dispatchEvent(new Event('change', {bubbles: true}));
+  return {label: norm(opts[i].label), value: opts[i].value};
+}
+"""
