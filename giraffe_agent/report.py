@@ -233,6 +233,8 @@ def _header(run: Run) -> str:
         ("started", _e(_fmt_time(meta.started_at) + (f", {duration:.1f} s" if duration is not None else ""))),
         ("giraffe", _e(meta.giraffe_version)),
     ]
+    if result is not None and result.info:
+        rows.insert(4, ("environment", _e(", ".join(f"{k}: {v}" for k, v in result.info.items()))))
     if run.warnings:
         rows.append(("warnings", "<br>".join(_e(w) for w in run.warnings)))
     return f"<header><h1>{_e(meta.task)}</h1>{_kv(rows)}</header>"

@@ -374,6 +374,7 @@ class RunResult(_Model):
         tokens_per_tier: prompt tokens per tier, summed over model calls.
         frames_per_tier: frames at each tier at the last step.
         durations: wall times, seconds.
+        info: the environment's facts at the end (e.g. a task's reward), never shown to the model.
         finished_at: end of the run, seconds since the epoch.
     """
 
@@ -387,11 +388,13 @@ class RunResult(_Model):
     tokens_per_tier: dict[str, int] = Field(default_factory=dict)
     frames_per_tier: dict[str, int] = Field(default_factory=dict)
     durations: Durations = Field(default_factory=Durations)
+    info: dict[str, Any] = Field(default_factory=dict)
     finished_at: float = Field(default_factory=time.time)
 
     @classmethod
     def from_steps(cls, records: Iterable[StepRecord], *, status: str, answer: str | None = None,
-                   error: str | None = None, total_s: float | None = None) -> RunResult:
+                   error: str | None = None, total_s: float | None = None,
+                   info: dict[str, Any] | None = None) -> RunResult:
         """The result of a run whose model calls were ``records``: steps, token sums and durations."""
         records = list(records)
         per_tier: dict[str, int] = {}
@@ -408,6 +411,7 @@ class RunResult(_Model):
             frames_per_tier=dict(records[-1].tokens.frames_per_tier) if records else {},
             durations=Durations(total_s=total_s, model_s=sum(r.timings.model_s or 0.0 for r in records),
                                 act_s=sum(r.timings.act_s or 0.0 for r in records)),
+            info=dict(info or {}),
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -24,7 +25,7 @@ console = Console()
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(code=2)
 
 
@@ -184,3 +185,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+# The command modules register themselves on `app`; imported last because they import `app`.
+from giraffe_cli import agent_commands, recording_commands  # noqa: E402,F401

@@ -9,8 +9,10 @@ PACKAGES = {
     "giraffe_core": ["errors", "rope", "positions", "resolution", "frames"],
     "giraffe_core.engine": ["engine", "load", "processor", "server", "session", "tiny"],
     "giraffe_core.memory": ["items", "policy", "timeline"],
-    "giraffe_agent": [],
-    "giraffe_agent.envs": ["chromium"],
+    "giraffe_agent": ["actions", "coords", "demonstrators", "loop", "parser", "prompts", "qa", "recording",
+                      "report", "safety", "trajectory"],
+    "giraffe_agent.backends": ["base", "local", "openai", "scripted"],
+    "giraffe_agent.envs": ["base", "browser", "chromium", "miniwob", "proxy"],
     "giraffe_cli": [],
 }
 

@@ -7,7 +7,7 @@
 
 from giraffe_agent.backends.base import Backend, BackendRequest, Completion
 from giraffe_agent.backends.local import LocalBackend
-from giraffe_agent.backends.openai import BackendError, OpenAIBackend
+from giraffe_agent.backends.openai import BackendError, OpenAIBackend, to_openai_messages
 from giraffe_agent.backends.scripted import ReplayBackend, ScriptedBackend
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "OpenAIBackend",
     "ReplayBackend",
     "ScriptedBackend",
+    "to_openai_messages",
 ]

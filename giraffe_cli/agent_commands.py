@@ -1,0 +1,198 @@
+"""``giraffe run``, ``giraffe replay`` and ``giraffe view``: web agents from the command line.
+
+Registered on :data:`giraffe_cli.app.app` when :mod:`giraffe_cli.app` is imported. Everything
+heavy (Playwright, torch, the model) is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from giraffe_cli.app import _fail, app, console
+
+__all__ = ["replay_command", "run_command", "view_command"]
+
+
+def _summary(result: Any) -> None:
+    table = Table(title=f"run {result.run_dir}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in (("status", result.status), ("answer", result.answer), ("steps", result.steps),
+                       ("reward", result.info.get("reward")), ("prompt tokens", result.prompt_tokens),
+                       ("reused tokens", result.reused_tokens), ("trajectory", result.trajectory),
+                       ("report", result.report), ("error", result.error)):
+        if value is not None:
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+def _environment(spec: dict, *, safety: Any = None, capture_elements: bool = False, server: Any = None) -> Any:
+    """Build the environment a run's metadata describes (``meta.config["env"]``), under ``safety``."""
+    from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv
+
+    browser = BrowserConfig(**{**spec.get("browser", {}), "capture_elements": capture_elements})
+    if spec.get("kind") == "miniwob":
+        from giraffe_agent.envs.miniwob import MiniWoBEnv
+
+        return MiniWoBEnv(spec["task"], spec["seed"], server, config=browser, safety=safety,
+                          episode_seconds=spec.get("episode_seconds", 600.0))
+    return BrowserEnv(spec["start_url"], browser, safety)
+
+
+def _viewport(text: str) -> tuple[int, int]:
+    """``"1280x800"`` -> (1280, 800)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None:
+        raise typer.BadParameter(f"--viewport must be WIDTHxHEIGHT in CSS pixels, e.g. 1280x800; got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _first_served_model(endpoint: str) -> str:
+    """The first model an OpenAI-compatible endpoint lists (``GET /v1/models``)."""
+    from giraffe_agent.backends.openai import BackendError
+    from giraffe_core.extras import require
+
+    openai = require("openai", extra="agent", purpose="call an OpenAI-compatible endpoint")
+    client = openai.OpenAI(base_url=endpoint, api_key=os.environ.get("OPENAI_API_KEY") or "unused",
+                           timeout=30.0, max_retries=1)
+    try:
+        models = [m.id for m in client.models.list()]
+    except openai.APIError as exc:
+        raise BackendError(f"cannot list the models of {endpoint}: {exc}",
+                           hint="is the server running, and is --endpoint its API root (ending in /v1)? "
+                                "Or pass --served-model") from exc
+    if not models:
+        raise BackendError(f"{endpoint} serves no models", hint="pass --served-model")
+    return models[0]
+
+
+@app.command("run")
+def run_command(
+    task: str = typer.Argument("", help="what to do; with --miniwob, the task page's own instruction"),
+    start_url: str = typer.Option(None, "--start-url", help="the first page"),
+    model: str = typer.Option("tiny", help="'tiny', a saved directory or a hub id (local backend)"),
+    endpoint: str = typer.Option(None, help="an OpenAI-compatible endpoint (vLLM, sglang, giraffe serve)"),
+    served_model: str = typer.Option(None, help="the model name at --endpoint (default: the first it lists)"),
+    context_length: int = typer.Option(None, help="extend the local model's context to this many tokens"),
+    max_steps: int = typer.Option(20, help="most actions"),
+    max_seconds: float = typer.Option(600.0, help="most wall-clock seconds"),
+    allow_domain: list[str] = typer.Option([], "--allow-domain", help="an allowed host pattern; repeat"),
+    miniwob: str = typer.Option(None, help="run a MiniWoB++ task served on loopback, e.g. click-button"),
+    seed: int = typer.Option(0, help="the MiniWoB++ episode seed"),
+    viewport: str = typer.Option("1280x800", help="browser viewport, CSS pixels (MiniWoB: 160x210)"),
+    out: Path = typer.Option(..., help="the run directory to create"),
+) -> None:
+    """Run a web agent on a task and write its trajectory, frames and report to OUT."""
+    from giraffe_agent.backends import LocalBackend, OpenAIBackend
+    from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv
+    from giraffe_agent.loop import Agent
+    from giraffe_agent.safety import SafetyPolicy
+    from giraffe_core import GiraffeError, load
+
+    server = None
+    try:
+        safety = SafetyPolicy(allowed_domains=tuple(allow_domain), max_steps=max_steps, max_seconds=max_seconds)
+        # the environment first: a wrong task, URL or viewport is reported before a model loads
+        if miniwob:
+            from giraffe_agent.envs.miniwob import MINIWOB_VIEWPORT, MiniWoBEnv, MiniWoBServer
+
+            server = MiniWoBServer()
+            env: Any = MiniWoBEnv(miniwob, seed, server, config=BrowserConfig(viewport_css=MINIWOB_VIEWPORT),
+                                  safety=safety)
+        else:
+            if not start_url or not task:
+                raise typer.BadParameter("give a TASK and --start-url (or --miniwob TASK_NAME)")
+            env = BrowserEnv(start_url, BrowserConfig(viewport_css=_viewport(viewport)), safety)
+        if endpoint:
+            backend: Any = OpenAIBackend(endpoint, served_model or _first_served_model(endpoint))
+        else:
+            backend = LocalBackend(load(model, context_length=context_length))
+        agent = Agent(task or "Solve the task shown at the top of the screen.", env, backend, out_dir=out,
+                      safety=safety)
+        result = agent.run()
+    except (GiraffeError, ValueError) as exc:
+        _fail(exc)
+        return
+    finally:
+        if server is not None:
+            server.close()
+    _summary(result)
+
+
+@app.command("replay")
+def replay_command(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `giraffe run`"),
+    out: Path = typer.Option(None, help="the new run directory (default: RUN_DIR-replay)"),
+) -> None:
+    """Re-execute a recorded run's actions without a model (its recorded raw outputs, in order)."""
+    from giraffe_agent.backends import ReplayBackend
+    from giraffe_agent.loop import Agent, AgentConfig
+    from giraffe_agent.safety import SafetyPolicy
+    from giraffe_agent.trajectory import read_run
+    from giraffe_core import GiraffeError
+
+    server = None
+    try:
+        recorded = read_run(run_dir)
+        spec = recorded.meta.config.get("env") or {"kind": "browser", "start_url": recorded.meta.start_url}
+        if spec.get("kind") == "miniwob":
+            from giraffe_agent.envs.miniwob import MiniWoBServer
+
+            server = MiniWoBServer()
+        config = recorded.meta.config
+        safety = SafetyPolicy(**config["safety"]) if "safety" in config else None
+        env = _environment(spec, safety=safety, server=server)  # the recorded allowlist, not the default
+        agent = Agent(recorded.meta.task, env, ReplayBackend(run_dir),
+                      out_dir=out or run_dir.with_name(run_dir.name + "-replay"),
+                      config=AgentConfig(**config["loop"]) if "loop" in config else None, safety=safety)
+        result = agent.run()
+    except (GiraffeError, ValueError, KeyError) as exc:
+        _fail(exc)
+        return
+    finally:
+        if server is not None:
+            server.close()
+    _summary(result)
+
+
+@app.command("view")
+def view_command(
+    run_dir: Path = typer.Argument(..., help="a run directory"),
+    as_json: bool = typer.Option(False, "--json", help="print the steps as JSON lines"),
+) -> None:
+    """(Re)write a run's report.html and print its steps."""
+    from giraffe_agent.report import write_report
+    from giraffe_agent.trajectory import read_run
+    from giraffe_core import GiraffeError
+
+    try:
+        run = read_run(run_dir, strict=False)
+        report = write_report(run_dir)
+    except GiraffeError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        for step in run.steps:
+            print(json.dumps({"step": step.step, "attempt": step.attempt, "action": step.action,
+                              "ok": step.result.ok if step.result else None, "url": step.url}))
+        return
+    table = Table(title=f"{run.meta.task if run.meta else run_dir}")
+    for col in ("step", "try", "action", "result", "url", "prompt tokens"):
+        table.add_column(col)
+    for step in run.steps:
+        action = json.dumps(step.action) if step.action else f"[parse error] {step.parse.error or ''}"[:80]
+        result = "" if step.result is None else ("ok" if step.result.ok else "failed") + f": {step.result.message}"
+        table.add_row(str(step.step), str(step.attempt), action[:80], result[:60], step.url or "",
+                      str(step.tokens.prompt or ""))
+    console.print(table)
+    status = run.result.status if run.result else "unfinished (no result.json)"
+    console.print(f"status: {status}; report: {report}")
+    if run.skipped_lines:
+        console.print(f"[yellow]{run.skipped_lines} incomplete line(s) skipped (a crash mid-write)[/]")
