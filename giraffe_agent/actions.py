@@ -18,7 +18,7 @@ pixels of the page. Units: positions in ``space`` units, ``Wait.seconds`` in sec
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
 
@@ -175,8 +175,8 @@ class Fail(_Base):
 
 
 Action = Annotated[
-    Union[Click, DoubleClick, RightClick, Type, KeyPress, Scroll, Drag, Goto, Back, Wait, SelectOption, ZoomBack,
-          Done, Fail],
+    Click | DoubleClick | RightClick | Type | KeyPress | Scroll | Drag | Goto | Back | Wait | SelectOption
+    | ZoomBack | Done | Fail,
     Field(discriminator="action"),
 ]
 #: validates any action from a dict or JSON (``ACTION_ADAPTER.validate_json('{"action": "back"}')``)

@@ -3,7 +3,8 @@
 The core package imports and runs with its base requirements only. Heavier parts live in extras
 declared in ``pyproject.toml``::
 
-    agent  playwright, mss           (browser and desktop environments)
+    agent    playwright, mss, openai, av  (browser and desktop, OpenAI-compatible endpoints, video)
+    miniwob  miniwob                      (MiniWoB++ task pages, for tests, evals and demos)
     train  accelerate, peft, deepspeed
     gpu    flash-attn
     serve  fastapi, uvicorn, httpx   (``giraffe serve``, the OpenAI-compatible server)
@@ -25,7 +26,8 @@ __all__ = ["EXTRAS", "extra_status", "is_available", "require"]
 
 #: extra name -> {import name: distribution name}
 EXTRAS: dict[str, dict[str, str]] = {
-    "agent": {"playwright": "playwright", "mss": "mss"},
+    "agent": {"playwright": "playwright", "mss": "mss", "openai": "openai", "av": "av"},
+    "miniwob": {"miniwob": "miniwob"},
     "train": {"accelerate": "accelerate", "peft": "peft", "deepspeed": "deepspeed"},
     "gpu": {"flash_attn": "flash-attn"},
     "serve": {"fastapi": "fastapi", "uvicorn": "uvicorn", "httpx": "httpx"},

@@ -34,7 +34,7 @@ def test_require_returns_the_module_when_present():
 
 def test_extra_status_lists_every_extra_and_reports_installed_versions():
     status = extra_status()
-    assert set(status) == {"agent", "train", "gpu", "serve", "dev"} == set(EXTRAS)
+    assert set(status) == {"agent", "miniwob", "train", "gpu", "serve", "dev"} == set(EXTRAS)
     assert status["dev"]["pytest"] == pytest.__version__
 
 
@@ -42,7 +42,8 @@ def test_extra_status_lists_every_extra_and_reports_installed_versions():
 # importlib.util.find_spec returns None, exactly as for a package that was never installed.
 BLOCKER = """
 import sys
-for name in ("playwright", "mss", "accelerate", "peft", "deepspeed", "flash_attn"):
+for name in ("playwright", "mss", "openai", "av", "miniwob", "accelerate", "peft", "deepspeed", "flash_attn",
+             "fastapi", "uvicorn"):
     sys.modules[name] = None
 """
 
@@ -56,7 +57,7 @@ from giraffe_agent import find_chromium
 engine = load("tiny", context_length=8192)
 out = engine.generate([{"role": "user", "content": "hello"}], max_new_tokens=2)
 status = extra_status()
-assert status["agent"] == {"playwright": None, "mss": None}, status
+assert status["agent"] == {"playwright": None, "mss": None, "openai": None, "av": None}, status
 assert status["train"] == {"accelerate": None, "peft": None, "deepspeed": None}, status
 find_chromium()
 print("OK", out.completion_tokens)
