@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 import platform
 import sys
@@ -187,4 +188,7 @@ if __name__ == "__main__":
     main()
 
 # The command modules register themselves on `app`; imported last because they import `app`.
-from giraffe_cli import agent_commands, recording_commands  # noqa: E402,F401
+# Each imports its heavy dependencies inside its commands, so `giraffe --help` stays fast.
+COMMAND_MODULES = ("agent_commands", "recording_commands")
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"giraffe_cli.{_name}")
