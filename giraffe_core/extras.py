@@ -28,8 +28,10 @@ __all__ = ["EXTRAS", "extra_status", "is_available", "require"]
 EXTRAS: dict[str, dict[str, str]] = {
     "agent": {"playwright": "playwright", "mss": "mss", "openai": "openai", "av": "av"},
     "miniwob": {"miniwob": "miniwob"},
-    "train": {"accelerate": "accelerate", "peft": "peft", "deepspeed": "deepspeed"},
+    "train": {"accelerate": "accelerate", "peft": "peft", "deepspeed": "deepspeed", "datasets": "datasets",
+              "tensorboard": "tensorboard"},
     "gpu": {"flash_attn": "flash-attn"},
+    "evals": {"matplotlib": "matplotlib"},
     "serve": {"fastapi": "fastapi", "uvicorn": "uvicorn", "httpx": "httpx"},
     "dev": {"pytest": "pytest"},
 }

@@ -26,7 +26,7 @@ def test_info_json_reports_versions_device_extras_and_browser(tmp_path, monkeypa
     assert info["torch"] == torch.__version__
     assert info["transformers"] == transformers.__version__
     assert info["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0))
-    assert set(info["extras"]) == {"agent", "miniwob", "train", "gpu", "serve", "dev"}
+    assert set(info["extras"]) == {"agent", "miniwob", "train", "gpu", "evals", "serve", "dev"}
     assert info["browser"] == {"path": str(fake), "source": "env"}
 
 

@@ -34,7 +34,7 @@ def test_require_returns_the_module_when_present():
 
 def test_extra_status_lists_every_extra_and_reports_installed_versions():
     status = extra_status()
-    assert set(status) == {"agent", "miniwob", "train", "gpu", "serve", "dev"} == set(EXTRAS)
+    assert set(status) == {"agent", "miniwob", "train", "gpu", "evals", "serve", "dev"} == set(EXTRAS)
     assert status["dev"]["pytest"] == pytest.__version__
 
 
@@ -42,15 +42,15 @@ def test_extra_status_lists_every_extra_and_reports_installed_versions():
 # importlib.util.find_spec returns None, exactly as for a package that was never installed.
 BLOCKER = """
 import sys
-for name in ("playwright", "mss", "openai", "av", "miniwob", "accelerate", "peft", "deepspeed", "flash_attn",
-             "fastapi", "uvicorn"):
+for name in ("playwright", "mss", "openai", "av", "miniwob", "accelerate", "peft", "deepspeed", "datasets",
+             "tensorboard", "flash_attn", "matplotlib", "fastapi", "uvicorn"):
     sys.modules[name] = None
 """
 
 
 def test_core_agent_and_cli_import_and_run_without_any_optional_extra(tmp_path):
     script = BLOCKER + """
-import giraffe_core, giraffe_agent, giraffe_cli
+import giraffe_core, giraffe_agent, giraffe_cli, training, evals
 from giraffe_core import load
 from giraffe_core.extras import extra_status
 from giraffe_agent import find_chromium
@@ -58,7 +58,9 @@ engine = load("tiny", context_length=8192)
 out = engine.generate([{"role": "user", "content": "hello"}], max_new_tokens=2)
 status = extra_status()
 assert status["agent"] == {"playwright": None, "mss": None, "openai": None, "av": None}, status
-assert status["train"] == {"accelerate": None, "peft": None, "deepspeed": None}, status
+assert status["train"] == {"accelerate": None, "peft": None, "deepspeed": None, "datasets": None,
+                          "tensorboard": None}, status
+assert status["evals"] == {"matplotlib": None}, status
 find_chromium()
 print("OK", out.completion_tokens)
 """

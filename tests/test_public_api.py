@@ -14,6 +14,11 @@ PACKAGES = {
     "giraffe_agent.backends": ["base", "local", "openai", "scripted"],
     "giraffe_agent.envs": ["base", "browser", "chromium", "miniwob", "proxy"],
     "giraffe_cli": [],
+    "training": ["checkpoints", "collator", "config", "deepspeed_config", "errors", "loss", "params", "schedule",
+                 "trainer"],
+    "training.data": ["examples", "mixture", "readers", "trajectories", "video"],
+    "evals": ["answerers", "errors", "haystack", "miniwob", "needle", "plots", "recording_qa", "results",
+              "rope_ablation", "runner", "scenes", "scoring", "websession"],
 }
 
 

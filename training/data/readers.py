@@ -1,0 +1,299 @@
+"""Readers: LLaVA / ShareGPT JSON, Hugging Face ``datasets``, long-text JSONL -> :class:`Example`.
+
+Every record is checked as it is read. A bad one (missing or corrupt image, empty conversation,
+no assistant turn, unknown field, unknown role, ``<image>`` tags that do not match the images) is
+reported through the :class:`~training.data.examples.DataLog` with its file and line: skipped and
+counted, or raised, as ``on_bad_sample`` says. Line numbers are exact for JSON arrays too (records
+are decoded one at a time with their offsets).
+
+Record forms accepted (field names as in LLaVA-Instruct, ShareGPT4V, Mantis, LongAlign, LongAlpaca):
+
+* ``conversations: [{"from": "human"|"gpt"|"system", "value": "..."}]`` or
+  ``messages: [{"role": "user"|"assistant"|"system", "content": "..." | [parts]}]``;
+* ``image: "a.jpg"`` or ``images: ["a.jpg", "b.jpg"]`` (paths relative to ``image_root``; in
+  ``datasets`` rows also decoded images); ``<image>`` in the text marks where each image goes
+  (without any tag, all images open the first user turn);
+* long text: ``messages``, or ``instruction`` (+ ``input``) and ``output``;
+* also allowed: ``id``, ``source``, ``system``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from giraffe_core.extras import require
+from training.data.examples import DataLog, Example, check_image
+
+__all__ = ["BadRecord", "chat_from_record", "json_records", "read_hf", "read_llava", "read_long_text"]
+
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+          "system": "system"}
+_COMMON = {"id", "source", "system"}
+_CHAT_FIELDS = _COMMON | {"conversations", "messages", "image", "images"}
+_LONG_FIELDS = _COMMON | {"messages", "instruction", "input", "output"}
+_TAG = "<image>"
+
+
+class BadRecord(Exception):
+    """A record that cannot become a sample; the message is the reason reported."""
+
+
+def json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line, record)`` for each record of a JSON array file or a JSONL file (``.jsonl``).
+
+    A record that does not parse is yielded as a :class:`BadRecord` instead of a value; a JSON
+    array whose syntax breaks stops there (the rest of the file cannot be framed).
+    """
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        for number, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield number, BadRecord(f"not valid JSON: {exc.msg}")
+        return
+    decoder = json.JSONDecoder()
+    pos, line, counted = 0, 1, 0
+
+    def skip(at: int) -> int:
+        while at < len(text) and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    pos = skip(pos)
+    if not text.startswith("[", pos):
+        yield 1, BadRecord("a JSON dataset file must hold an array of records (or use .jsonl, one record a line)")
+        return
+    pos = skip(pos + 1)
+    while pos < len(text) and text[pos] != "]":
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            record, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield exc.lineno, BadRecord(f"not valid JSON: {exc.msg}; the rest of the file is not read")
+            return
+        yield line, record
+        pos = skip(end)
+        if pos < len(text) and text[pos] == ",":
+            pos = skip(pos + 1)
+
+
+def _image_payload(value: Any, root: Path) -> Any:
+    """A path (checked), decoded image or bytes from a record's image value."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):  # datasets' undecoded Image
+        if value.get("bytes"):
+            try:
+                with Image.open(io.BytesIO(value["bytes"])) as image:
+                    image.verify()
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise BadRecord(f"corrupt image: embedded bytes ({exc})") from exc
+            return bytes(value["bytes"])
+        value = value["path"]
+    if not isinstance(value, str) or not value:
+        raise BadRecord(f"an image must be a path, got {type(value).__name__}")
+    path = Path(value) if os.path.isabs(value) else root / value
+    reason = check_image(path)
+    if reason is not None:
+        raise BadRecord(reason)
+    return str(path)
+
+
+def _turns(record: dict) -> list[tuple[str, Any]]:
+    if "conversations" in record and "messages" in record:
+        raise BadRecord("a record has both conversations and messages")
+    raw = record.get("conversations", record.get("messages"))
+    if not isinstance(raw, list) or not raw:
+        raise BadRecord("empty conversation")
+    turns = []
+    for turn in raw:
+        if not isinstance(turn, dict):
+            raise BadRecord(f"a turn must be an object, got {type(turn).__name__}")
+        if "from" in turn:
+            unknown = set(turn) - {"from", "value"}
+            role, content = turn["from"], turn.get("value")
+        else:
+            unknown = set(turn) - {"role", "content"}
+            role, content = turn.get("role"), turn.get("content")
+        if unknown:
+            raise BadRecord(f"unknown field(s) in a turn: {sorted(unknown)}")
+        if role not in _ROLES:
+            raise BadRecord(f"unknown role {role!r} (use {sorted(_ROLES)})")
+        turns.append((_ROLES[role], content))
+    return turns
+
+
+def _parts(content: Any, images: list[Any], used: list[int]) -> list[dict]:
+    """Content parts from a string with ``<image>`` tags, or from a list of typed parts."""
+    parts: list[dict] = []
+    if isinstance(content, str):
+        for i, piece in enumerate(content.split(_TAG)):
+            text = piece
+            if i:
+                if used[0] >= len(images):
+                    raise BadRecord(f"more {_TAG} tags than images ({len(images)})")
+                parts.append({"type": "image", "image": images[used[0]]})
+                used[0] += 1
+                text = piece.removeprefix("\n")
+            if text:
+                parts.append({"type": "text", "text": text})
+        return parts
+    if not isinstance(content, list):
+        raise BadRecord(f"turn content must be text or a list of parts, got {type(content).__name__}")
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image":
+            if used[0] >= len(images):
+                raise BadRecord(f"more image parts than images ({len(images)})")
+            parts.append({"type": "image", "image": images[used[0]]})
+            used[0] += 1
+        else:
+            raise BadRecord(f"unknown content part {part!r:.60}")
+    return parts
+
+
+def chat_from_record(record: Any, root: Path, allowed: set[str] = _CHAT_FIELDS) -> list[dict]:
+    """Giraffe chat messages from a LLaVA / ShareGPT / ``messages`` record (raises :class:`BadRecord`)."""
+    if isinstance(record, BadRecord):
+        raise record
+    if not isinstance(record, dict):
+        raise BadRecord(f"a record must be an object, got {type(record).__name__}")
+    unknown = set(record) - allowed
+    if unknown:
+        raise BadRecord(f"unknown field(s): {sorted(unknown)}")
+    raw_images = record.get("images", record.get("image"))
+    raw_images = [] if raw_images is None else raw_images if isinstance(raw_images, list) else [raw_images]
+    images = [_image_payload(v, root) for v in raw_images]
+    turns = _turns(record)
+    used = [0]
+    messages: list[dict] = []
+    if isinstance(record.get("system"), str) and record["system"]:
+        messages.append({"role": "system", "content": record["system"]})
+    for role, content in turns:
+        parts = _parts(content, images, used)
+        if role != "user" and any(p["type"] == "image" for p in parts):
+            raise BadRecord(f"an image in a {role} turn; images belong in user turns")
+        if role == "user":
+            messages.append({"role": role, "content": parts})
+        else:
+            messages.append({"role": role, "content": "".join(p["text"] for p in parts)})
+    if used[0] == 0 and images:  # no tags: the images open the first user turn
+        first = next((m for m in messages if m["role"] == "user"), None)
+        if first is None:
+            raise BadRecord("images but no user turn to hold them")
+        first["content"][:0] = [{"type": "image", "image": image} for image in images]
+    elif used[0] != len(images):
+        raise BadRecord(f"{used[0]} {_TAG} tags for {len(images)} images")
+    if not any(m["role"] == "assistant" and m["content"] for m in messages):
+        raise BadRecord("no assistant turn to learn from")
+    return messages
+
+
+def _visual_category(messages: list[dict], category: str | None) -> str:
+    if category is not None:
+        return category
+    images = sum(1 for m in messages if m["role"] == "user" for p in m["content"] if p["type"] == "image")
+    return "interleaved" if images > 1 else "short_visual"
+
+
+def read_llava(path: str | Path, log: DataLog, *, label: str, image_root: str | None = None,
+               category: str | None = None, max_samples: int | None = None) -> list[Example]:
+    """Read a LLaVA / ShareGPT JSON or JSONL file (see the module docstring)."""
+    path = Path(path)
+    root = Path(image_root) if image_root else path.parent
+    out: list[Example] = []
+    if not path.is_file():
+        log.bad(label, path, None, f"no such file: {path}")
+        return out
+    for line, record in json_records(path):
+        if max_samples is not None and len(out) >= max_samples:
+            break
+        log.read[label] += 1
+        try:
+            messages = chat_from_record(record, root)
+        except BadRecord as exc:
+            log.bad(label, path, line, str(exc))
+            continue
+        out.append(Example(messages, f"{path}:{line}", _visual_category(messages, category)))
+    return out
+
+
+def read_long_text(path: str | Path, log: DataLog, *, label: str, category: str | None = None,
+                   max_samples: int | None = None) -> list[Example]:
+    """Read long-text instruction JSONL: ``messages``, or ``instruction`` (+ ``input``) and ``output``."""
+    path = Path(path)
+    out: list[Example] = []
+    if not path.is_file():
+        log.bad(label, path, None, f"no such file: {path}")
+        return out
+    for line, record in json_records(path):
+        if max_samples is not None and len(out) >= max_samples:
+            break
+        log.read[label] += 1
+        try:
+            if isinstance(record, dict) and "messages" not in record and "instruction" in record:
+                unknown = set(record) - _LONG_FIELDS
+                if unknown:
+                    raise BadRecord(f"unknown field(s): {sorted(unknown)}")
+                prompt = "\n\n".join(str(record[k]) for k in ("instruction", "input") if record.get(k))
+                reply = record.get("output")
+                if not prompt.strip() or not isinstance(reply, str) or not reply.strip():
+                    raise BadRecord("empty conversation: instruction or output missing")
+                messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
+                if isinstance(record.get("system"), str) and record["system"]:
+                    messages.insert(0, {"role": "system", "content": record["system"]})
+            else:
+                messages = chat_from_record(record, path.parent, _LONG_FIELDS)
+        except BadRecord as exc:
+            log.bad(label, path, line, str(exc))
+            continue
+        out.append(Example(messages, f"{path}:{line}", category or "long_text"))
+    return out
+
+
+def read_hf(path: str, log: DataLog, *, label: str, split: str = "train", image_root: str | None = None,
+            category: str | None = None, max_samples: int | None = None) -> list[Example]:
+    """Read a Hugging Face ``datasets`` dataset (``save_to_disk`` directory or ``load_dataset`` name).
+
+    Raises:
+        MissingExtraError: ``datasets`` is not installed (``pip install 'giraffe[train]'``).
+    """
+    datasets = require("datasets", extra="train", purpose="read Hugging Face datasets")
+    local = Path(path)
+    try:
+        if local.is_dir() and ((local / "dataset_info.json").is_file() or (local / "state.json").is_file()
+                               or (local / "dataset_dict.json").is_file()):
+            data = datasets.load_from_disk(str(local))
+            if isinstance(data, datasets.DatasetDict):
+                data = data[split]
+        else:
+            data = datasets.load_dataset(path, split=split)
+    except (OSError, ValueError, KeyError) as exc:
+        log.bad(label, path, None, f"cannot load the dataset: {exc}")
+        return []
+    root = Path(image_root) if image_root else (local if local.is_dir() else Path.cwd())
+    out: list[Example] = []
+    for row_index, row in enumerate(data):
+        if max_samples is not None and len(out) >= max_samples:
+            break
+        log.read[label] += 1
+        record = {k: v for k, v in row.items() if v is not None}
+        try:
+            messages = chat_from_record(record, root)
+        except BadRecord as exc:
+            log.bad(label, path, row_index, str(exc))
+            continue
+        out.append(Example(messages, f"{path}:{row_index}", _visual_category(messages, category)))
+    return out
