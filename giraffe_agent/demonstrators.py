@@ -2,9 +2,10 @@
 
 :func:`miniwob_demonstrator` returns a function for :class:`~giraffe_agent.backends.ScriptedBackend`
 that solves one MiniWoB++ task step by step. It writes MODEL-STYLE TEXT (a short ``Thought:`` line
-and one action, in our canonical JSON, UI-TARS or plain-function form), never Playwright calls,
-so everything it does goes through the agent loop's parser, coordinate transform and act path,
-exactly like a model's reply. That makes its runs usable as training trajectories::
+and one action, in our canonical JSON, UI-TARS or plain-function form; ``thoughts=False`` drops the
+``Thought:`` line from the JSON and function forms), never Playwright calls, so everything it does
+goes through the agent loop's parser, coordinate transform and act path, exactly like a model's
+reply. That makes its runs usable as training trajectories::
 
     from giraffe_agent import Agent, BrowserConfig, MiniWoBEnv, MiniWoBServer, ScriptedBackend
     from giraffe_agent.demonstrators import miniwob_demonstrator
@@ -32,12 +33,13 @@ have known plus the page's DOM):
 
 Multi-step tasks decide from the page's current state, so they recover after an interruption:
 ``login-user`` types the username into the username field while that field does not hold it, then
-the password, then clicks Login.
+the password, then clicks Login; ``enter-password`` types the password into the password field,
+then into the verify field, then clicks Submit.
 
 Tasks (:data:`MINIWOB_DEMONSTRATED_TASKS`): ``click-test``, ``click-test-2``, ``click-button``,
-``click-link``, ``click-dialog``, ``focus-text``, ``enter-text``, ``login-user``. When what the
-task needs is not on the screen (no instruction, no matching element), the reply is a ``fail``
-action saying why.
+``click-link``, ``click-dialog``, ``focus-text``, ``focus-text-2``, ``enter-text``,
+``enter-text-dynamic``, ``enter-password``, ``login-user``. When what the task needs is not on the
+screen (no instruction, no matching element), the reply is a ``fail`` action saying why.
 """
 
 from __future__ import annotations
@@ -244,6 +246,32 @@ def _enter_text(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     return step or _Intent("click", f"The field holds {match.group(1)!r}; I press Submit.", submit)
 
 
+def _focus_text_2(elements: list[Element], query: str, ctx: _Context) -> _Intent:
+    match = _instruction(elements, r"Focus into the (\d+)(?:st|nd|rd|th) input textbox\.")
+    if isinstance(match, _Intent):
+        return match
+    n = int(match.group(1))
+    inputs = [e for e in elements if e.tag == "input"]
+    # the page names its fields tt1, tt2, tt3 in document order; without those ids, the n-th input
+    field = _by_id(elements, f"tt{n}") or (inputs[n - 1] if 1 <= n <= len(inputs) else None)
+    if field is None:
+        return _fail(f"there is no text field number {n}")
+    return _Intent("click", f"The task asks for text field number {n}; I click into it to focus it.", field)
+
+
+def _enter_password(elements: list[Element], query: str, ctx: _Context) -> _Intent:
+    match = _instruction(elements, r'Enter the password "(.*)" into both text fields and press submit\.')
+    if isinstance(match, _Intent):
+        return match
+    password, verify = _by_id(elements, "password"), _by_id(elements, "verify")
+    submit = _by_id(elements, "subbtn")
+    if password is None or verify is None or submit is None:
+        return _fail("the password form is incomplete")
+    wanted = match.group(1)
+    step = _fill(password, wanted, "password field", ctx) or _fill(verify, wanted, "verify password field", ctx)
+    return step or _Intent("click", "Both fields hold the password; I click Submit.", submit)
+
+
 def _login_user(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     match = _instruction(elements, r'Enter the username "(.*)" and the password "(.*)" into the text fields '
                                    r'and press login\.')
@@ -264,7 +292,10 @@ _TASKS: dict[str, _Solver] = {
     "click-link": _click_link,
     "click-dialog": _click_dialog,
     "focus-text": _focus_text,
+    "focus-text-2": _focus_text_2,
     "enter-text": _enter_text,
+    "enter-text-dynamic": _enter_text,  # the same page and instruction; the answer is a random string
+    "enter-password": _enter_password,
     "login-user": _login_user,
 }
 
@@ -282,7 +313,8 @@ def _quote_single(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def _reply(intent: _Intent, request: BackendRequest, style: DemoStyle, space: CoordinateSpace) -> str:
+def _reply(intent: _Intent, request: BackendRequest, style: DemoStyle, space: CoordinateSpace,
+           thoughts: bool = True) -> str:
     point: tuple[int, int] | None = None
     if intent.element is not None:
         css = _visible_point(intent.element, list(request.observation.elements or ()))
@@ -324,12 +356,13 @@ def _reply(intent: _Intent, request: BackendRequest, style: DemoStyle, space: Co
             action = f"hotkey(key={_quote_single(intent.text.replace('+', ' ').lower())})"
         else:
             action = "call_user()"
-        return f"Thought: {intent.thought}\nAction: {action}"
-    return f"Thought: {intent.thought}\n{action}"
+        return f"Thought: {intent.thought}\nAction: {action}"  # the UI-TARS form always has its Thought
+    return f"Thought: {intent.thought}\n{action}" if thoughts else action
 
 
 def _previous_action(request: BackendRequest, space: CoordinateSpace) -> Click | Type | KeyPress | None:
-    """The action of the last assistant turn of the context (this demonstrator's previous reply)."""
+    """The action of the last assistant turn of the context (this demonstrator's previous reply, with
+    or without its ``Thought:`` line)."""
     replies = [m["content"] for m in request.context.messages if m.get("role") == "assistant"]
     if not replies or not isinstance(replies[-1], str):
         return None
@@ -340,13 +373,13 @@ def _previous_action(request: BackendRequest, space: CoordinateSpace) -> Click |
     return action if isinstance(action, (Click, Type, KeyPress)) else None
 
 
-def miniwob_demonstrator(task: str, *, style: DemoStyle = "json",
-                         space: CoordinateSpace = "norm1000") -> Callable[[BackendRequest], str]:
+def miniwob_demonstrator(task: str, *, style: DemoStyle = "json", space: CoordinateSpace = "norm1000",
+                         thoughts: bool = True) -> Callable[[BackendRequest], str]:
     """A scripted demonstrator of a MiniWoB++ task, for :class:`~giraffe_agent.backends.ScriptedBackend`.
 
     The returned function reads the current observation's DOM elements and the frame's transform
     (see the module doc for exactly what it may read) and returns one model-style reply: a
-    ``Thought:`` line and one action.
+    ``Thought:`` line and one action (only the action with ``thoughts=False``).
 
     Args:
         task: a task of :data:`MINIWOB_DEMONSTRATED_TASKS`, e.g. ``"login-user"``.
@@ -358,6 +391,10 @@ def miniwob_demonstrator(task: str, *, style: DemoStyle = "json",
             ``"image_px"`` (pixels of the resized screenshot the model saw; the JSON and function
             forms say so with a ``space`` field, the UI-TARS form does not, so run the agent with
             ``AgentConfig(coordinate_space="image_px")`` for it).
+        thoughts: whether the reply starts with a ``Thought:`` line. With ``False`` the JSON and
+            function forms are the action alone (``{"action": "click", "x": 412, "y": 305}``), e.g.
+            to train tiny models for which the thought text is only noise; the UI-TARS form keeps
+            its ``Thought:`` line either way, since that format requires it.
 
     Returns:
         ``(BackendRequest) -> str``.
@@ -386,8 +423,9 @@ def miniwob_demonstrator(task: str, *, style: DemoStyle = "json",
         ctx = _Context(style=style, previous=_previous_action(request, space),
                        to_css=request.transform.to_css)
         intent = solver(list(elements), _query(elements) or "", ctx)
-        return _reply(intent, request, style, space)
+        return _reply(intent, request, style, space, thoughts)
 
     demonstrate.__name__ = f"demonstrate_{task.replace('-', '_')}"
-    demonstrate.__doc__ = f"Scripted {style}-style demonstrator of the MiniWoB++ task {task}."
+    demonstrate.__doc__ = (f"Scripted {style}-style demonstrator of the MiniWoB++ task {task}"
+                           f"{'' if thoughts or style == 'uitars' else ', without Thought lines'}.")
     return demonstrate

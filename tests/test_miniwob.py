@@ -113,6 +113,60 @@ def test_uitars_style_clicks_a_field_before_typing_into_it():
     assert parse_action(second).style == "uitars" and parse_action(second).action == Type(text="keli")
 
 
+def test_without_thoughts_the_reply_is_the_action_alone():
+    """thoughts=False: the JSON and function forms are one action line, and the demonstrator still
+    reads its own previous (thought-less) reply: a wrong username is clicked, selected, typed over."""
+    page = login_page()
+    for style in ("json", "function"):
+        demo = miniwob_demonstrator("login-user", style=style, thoughts=False)
+        first = demo(request_for(page))
+        assert "Thought" not in first and "\n" not in first
+        parsed = parse_action(first)
+        assert parsed.style == style and parsed.thought is None
+        assert parsed.action.text == "keli" and lands_on(first, page[2])
+        wrong = login_page("kelx")
+        steps = [demo(request_for(wrong))]
+        steps.append(demo(request_for(wrong, steps[-1])))
+        steps.append(demo(request_for(wrong, steps[-1])))
+        assert not any("Thought" in step for step in steps)
+        actions = [parse_action(step).action for step in steps]
+        assert isinstance(actions[0], Click) and lands_on(steps[0], page[2])
+        assert actions[1] == KeyPress(keys="Control+a") and actions[2] == Type(text="keli")
+    # UI-TARS's format requires the Thought line: it stays, and the click-then-type still works
+    demo = miniwob_demonstrator("login-user", style="uitars", thoughts=False)
+    first = demo(request_for(page))
+    assert first.startswith("Thought: ") and lands_on(first, page[2])
+    assert demo(request_for(page, first)).endswith("Action: type(content='keli')")
+
+
+def test_the_new_tasks_on_a_synthetic_dom():
+    query = Element("div", 'Enter the password "a1B" into both text fields and press submit.', (0, 0, 160, 50),
+                    id="query")
+
+    def password_page(password: str = "", verify: str = "") -> list[Element]:
+        return [query, Element("input", "", (7, 70, 128, 21), id="password", value=password),
+                Element("input", "", (7, 110, 128, 21), id="verify", value=verify),
+                Element("button", "Submit", (2, 150, 80, 31), id="subbtn")]
+
+    demo = miniwob_demonstrator("enter-password")
+    page = password_page()
+    first = demo(request_for(page))
+    assert parse_action(first).action.text == "a1B" and lands_on(first, page[1])
+    second = demo(request_for(password_page("a1B"), first))
+    assert parse_action(second).action.text == "a1B" and lands_on(second, page[2])
+    third = demo(request_for(password_page("a1B", "a1B"), second))
+    assert isinstance(parse_action(third).action, Click) and lands_on(third, page[3])
+    # focus-text-2: the n-th field, by its id tt<n>
+    fields = [Element("input", "", (10, 60 + 30 * i, 120, 21), id=f"tt{i + 1}") for i in range(3)]
+    for n, ordinal in ((1, "1st"), (2, "2nd"), (3, "3rd")):
+        ask = Element("div", f"Focus into the {ordinal} input textbox.", (0, 0, 160, 50), id="query")
+        reply = miniwob_demonstrator("focus-text-2", style="function")(request_for([ask, *fields]))
+        assert lands_on(reply, fields[n - 1]) and not any(lands_on(reply, f) for f in fields if f is not fields[n - 1])
+    ask = Element("div", "Focus into the 4th input textbox.", (0, 0, 160, 50), id="query")
+    reply = miniwob_demonstrator("focus-text-2")(request_for([ask, *fields]))
+    assert parse_action(reply).action.reason == "there is no text field number 4"
+
+
 def test_coordinates_in_image_pixels():
     page = login_page("keli", "3hI")
     for style in ("json", "function"):
@@ -170,9 +224,9 @@ def server():
 
 
 def solve(server, tmp_path, task: str, seed: int, style: str = "json", *, env_class=MiniWoBEnv,
-          name: str | None = None, **config) -> AgentResult:
+          name: str | None = None, thoughts: bool = True, **config) -> AgentResult:
     env = env_class(task, seed, server, config=BROWSER)
-    backend = ScriptedBackend(miniwob_demonstrator(task, style=style), name=f"demo-{style}")
+    backend = ScriptedBackend(miniwob_demonstrator(task, style=style, thoughts=thoughts), name=f"demo-{style}")
     return Agent(TASK, env, backend, out_dir=tmp_path / (name or f"{task}-{seed}-{style}"),
                  config=CONFIG.model_copy(update=config), safety=SafetyPolicy(max_steps=8),
                  processor=PROCESSOR, tokens=TOKENS).run()
@@ -200,6 +254,12 @@ EPISODES = [
     ("click-link", 7, "json", 1),
     ("click-dialog", 8, "uitars", 1),
     ("focus-text", 9, "function", 1),
+    # three seeds each of the later tasks, every style once
+    *[("enter-password", seed, style, 3 + 2 * (style == "uitars"))
+      for seed, style in zip((1, 2, 3), ("json", "uitars", "function"))],
+    *[("focus-text-2", seed, style, 1) for seed, style in zip((1, 2, 3), ("function", "json", "uitars"))],
+    *[("enter-text-dynamic", seed, style, 2 + (style == "uitars"))
+      for seed, style in zip((1, 2, 3), ("uitars", "function", "json"))],
 ]
 
 
@@ -211,6 +271,18 @@ def test_every_demonstrated_task_is_run_here():
 @pytest.mark.parametrize(("task", "seed", "style", "steps"), EPISODES)
 def test_the_demonstrator_solves_the_task(server, tmp_path, task, seed, style, steps):
     assert_solved(solve(server, tmp_path, task, seed, style), style, steps)
+
+
+@requires_browser
+@pytest.mark.parametrize(("task", "seed", "style", "steps"),
+                         [("login-user", 12, "json", 3), ("login-user", 13, "function", 3),
+                          ("enter-text", 12, "function", 2), ("enter-text", 13, "json", 2)])
+def test_the_demonstrator_without_thoughts_solves_the_task(server, tmp_path, task, seed, style, steps):
+    result = solve(server, tmp_path, task, seed, style, thoughts=False)
+    assert_solved(result, style, steps)
+    for record in read_run(result.run_dir).steps:
+        assert "Thought" not in record.raw_output and "\n" not in record.raw_output
+        assert parse_action(record.raw_output).style == style
 
 
 @requires_browser
