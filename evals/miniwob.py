@@ -26,12 +26,13 @@ is recorded as a failure with its error, and the evaluation goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -41,7 +42,7 @@ from evals.runner import ProgressFn
 from evals.scoring import wilson_interval
 from giraffe_agent.backends import Backend, LocalBackend, OpenAIBackend, ScriptedBackend
 from giraffe_agent.demonstrators import MINIWOB_DEMONSTRATED_TASKS, DemoStyle, UnknownTaskError, miniwob_demonstrator
-from giraffe_agent.envs import MINIWOB_VIEWPORT, BrowserConfig, MiniWoBEnv, MiniWoBServer
+from giraffe_agent.envs import MINIWOB_VIEWPORT, BrowserConfig, MiniWoBEnv, MiniWoBServer, SharedBrowser
 from giraffe_agent.loop import Agent, AgentConfig
 from giraffe_agent.safety import SafetyPolicy
 from giraffe_core.engine.engine import Engine
@@ -82,6 +83,11 @@ class MiniWoBConfig(BaseModel):
     max_new_tokens: int = Field(256, ge=1, description="most tokens per model reply")
     write_reports: bool = Field(True, description="write each run's report.html")
     retry_errors: bool = Field(True, description="run episodes that ended on an error again on resume")
+    task_text: Literal["screen", "instruction"] = Field(
+        "screen", description="the agent's task: 'screen' (read the instruction from the screenshot: "
+                              "TASK_TEXT) or 'instruction' (the page's utterance as text, as MiniWoB++ gives it)")
+    agent: AgentConfig | None = Field(None, description="loop settings (system prompt, memory); max_new_tokens and "
+                                                        "write_report above take precedence")
 
     @model_validator(mode="after")
     def _check(self) -> MiniWoBConfig:
@@ -223,8 +229,8 @@ def _supersede(run_dir: Path) -> None:
     run_dir.rename(aside / f"{run_dir.name}-{k}")
 
 
-def _episode(task: str, seed: int, server: MiniWoBServer, backends: Backends, config: MiniWoBConfig,
-             out: Path) -> EpisodeResult:
+async def _episode(task: str, seed: int, server: MiniWoBServer, backends: Backends, config: MiniWoBConfig,
+                   out: Path, shared: SharedBrowser) -> EpisodeResult:
     ident, rel = f"{task}/seed-{seed}", f"runs/{task}/seed-{seed}"
     run_dir = out / rel
     _supersede(run_dir)
@@ -232,12 +238,15 @@ def _episode(task: str, seed: int, server: MiniWoBServer, backends: Backends, co
     env: MiniWoBEnv | None = None
     try:
         browser = BrowserConfig(viewport_css=MINIWOB_VIEWPORT, capture_elements=backends.capture_elements)
-        env = MiniWoBEnv(task, seed, server, episode_seconds=config.episode_seconds, config=browser)
-        agent = Agent(TASK_TEXT, env, backends.make(task, seed), out_dir=run_dir,
-                      config=AgentConfig(max_new_tokens=config.max_new_tokens, write_report=config.write_reports),
+        env = MiniWoBEnv(task, seed, server, episode_seconds=config.episode_seconds, config=browser,
+                         shared=shared)
+        loop = (config.agent or AgentConfig()).model_copy(
+            update={"max_new_tokens": config.max_new_tokens, "write_report": config.write_reports})
+        agent = Agent(TASK_TEXT if config.task_text == "screen" else None, env, backends.make(task, seed),
+                      out_dir=run_dir, config=loop,
                       safety=SafetyPolicy(max_steps=config.max_steps, max_seconds=config.max_seconds),
                       processor=backends.processor, tokens=backends.tokens)
-        result = agent.run()
+        result = await agent.run_async()
     except Exception as exc:  # never let one episode end the evaluation
         logger.warning("%s: %s: %s", ident, type(exc).__name__, exc)
         return EpisodeResult(id=ident, task=task, seed=seed, status="error", run_dir=rel,
@@ -281,17 +290,22 @@ def run_miniwob(backends: Backends, config: MiniWoBConfig | None = None, *, out_
         ledger = Ledger(out / EPISODES_FILE, header)
         episodes: list[EpisodeResult] = []
         total = len(config.tasks) * len(config.seeds)
-        for task in config.tasks:
-            for seed in config.seeds:
-                stored = ledger.done.get(f"{task}/seed-{seed}")
-                if stored is not None and (stored.get("error") is None or not config.retry_errors):
-                    episode = EpisodeResult.model_validate(stored)
-                else:
-                    episode = _episode(task, seed, server, backends, config, out)
-                    ledger.append(episode.model_dump(mode="json"))
-                episodes.append(episode)
-                if progress is not None:
-                    progress(len(episodes), total, episode.id)
+
+        async def run_all() -> None:  # one Chromium for every episode, a fresh browser context each
+            async with SharedBrowser() as shared:
+                for task in config.tasks:
+                    for seed in config.seeds:
+                        stored = ledger.done.get(f"{task}/seed-{seed}")
+                        if stored is not None and (stored.get("error") is None or not config.retry_errors):
+                            episode = EpisodeResult.model_validate(stored)
+                        else:
+                            episode = await _episode(task, seed, server, backends, config, out, shared)
+                            ledger.append(episode.model_dump(mode="json"))
+                        episodes.append(episode)
+                        if progress is not None:
+                            progress(len(episodes), total, episode.id)
+
+        asyncio.run(run_all())
     finally:
         if own_server:
             server.close()

@@ -75,16 +75,19 @@ from giraffe_agent.envs import (
     MiniWoBEnv,
     MiniWoBServer,
     Observation,
+    SharedBrowser,
     SyncBrowserEnv,
     find_chromium,
     miniwob_html_dir,
 )
 from giraffe_agent.loop import (
+    AGENT_CONFIG_FILE,
     Agent,
     AgentConfig,
     AgentResult,
     ApprovalHook,
     Status,
+    load_agent_config,
 )
 from giraffe_agent.parser import (
     MAX_IMAGE_PX,
@@ -177,6 +180,7 @@ from giraffe_agent.trajectory import (
 
 __all__ = [
     "ACTION_ADAPTER",
+    "AGENT_CONFIG_FILE",
     "ActInfo",
     "ActResult",
     "Action",
@@ -269,6 +273,7 @@ __all__ = [
     "SecretError",
     "Secrets",
     "SelectOption",
+    "SharedBrowser",
     "Status",
     "StepRecord",
     "StepTokens",
@@ -293,6 +298,7 @@ __all__ = [
     "find_chromium",
     "format_timestamp",
     "frame_weights",
+    "load_agent_config",
     "miniwob_demonstrator",
     "miniwob_html_dir",
     "overlay_points",

@@ -34,11 +34,11 @@ from giraffe_agent.prompts import system_prompt
 from giraffe_agent.report import write_report
 from giraffe_agent.safety import SafetyPolicy, Secrets
 from giraffe_agent.trajectory import ParseInfo, RunMeta, RunResult, RunWriter, StepRecord, Timings
-from giraffe_core.errors import ConfigError, GiraffeError
+from giraffe_core.errors import ConfigError, GiraffeError, InputError
 from giraffe_core.memory import FrameItem, MemoryConfig, RenderedContext, TimelineMemory
 from giraffe_core.resolution import frame_plan
 
-__all__ = ["Agent", "AgentConfig", "AgentResult", "ApprovalHook", "Status"]
+__all__ = ["AGENT_CONFIG_FILE", "Agent", "AgentConfig", "AgentResult", "ApprovalHook", "Status", "load_agent_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,31 @@ class AgentConfig(BaseModel):
     system_prompt: str | None = Field(None, description="replaces the built-in system prompt")
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     write_report: bool = True
+
+
+#: a model directory's own loop settings (system prompt, memory), used when it runs as an agent
+AGENT_CONFIG_FILE = "agent_config.json"
+
+
+def load_agent_config(path: str | Path) -> AgentConfig | None:
+    """The :class:`AgentConfig` in ``path``: a JSON file, or a model directory holding
+    :data:`AGENT_CONFIG_FILE` (a model trained with its own system prompt and memory ships one).
+
+    Returns ``None`` for a directory without one (or a hub id, which is not a local path).
+
+    Raises:
+        ConfigError: the file is not valid JSON or not a valid :class:`AgentConfig`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / AGENT_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return AgentConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a valid agent config: {exc}",
+                          hint="it holds AgentConfig fields as JSON, e.g. {\"system_prompt\": \"...\"}") from exc
 
 
 @dataclass
@@ -108,7 +133,8 @@ class Agent:
     """A web (or desktop) agent over an environment and a backend.
 
     Args:
-        task: what to do, in words.
+        task: what to do, in words; ``None``: the environment's own instruction, read after it
+            starts (its ``instruction`` attribute, e.g. a MiniWoB++ task's utterance).
         env: the environment (e.g. :class:`~giraffe_agent.envs.browser.BrowserEnv`), not yet started.
         backend: what produces the model's text (local engine, OpenAI-compatible endpoint, script).
         out_dir: the run directory to create (trajectory, frames, report).
@@ -120,7 +146,7 @@ class Agent:
         start_url: recorded in the run's metadata (default: ``env.start_url`` when it has one).
     """
 
-    def __init__(self, task: str, env: Environment, backend: Backend, *, out_dir: str | Path,
+    def __init__(self, task: str | None, env: Environment, backend: Backend, *, out_dir: str | Path,
                  config: AgentConfig | None = None, safety: SafetyPolicy | None = None,
                  secrets: Secrets | None = None, approve: ApprovalHook | None = None,
                  processor: Any = None, tokens: Any = None, start_url: str | None = None) -> None:
@@ -157,11 +183,12 @@ class Agent:
         run = RunWriter.create(self.out_dir, redact=self.secrets.redact)
         memory = TimelineMemory(self.processor, self.tokens, memory_config, store=run.frames_dir)
         loop_config = self.config.model_copy(update={"memory": memory_config})
-        run.write_meta(RunMeta(task=self.task, start_url=self.start_url, backend=self.backend.name,
-                               model=getattr(getattr(self.backend, "engine", None), "name", None),
-                               config={"loop": loop_config.model_dump(mode="json"),
-                                       "safety": self.safety.model_dump(mode="json"),
-                                       "env": self.env.describe() if hasattr(self.env, "describe") else {}}))
+        self._meta = RunMeta(task=self.task or "", start_url=self.start_url, backend=self.backend.name,
+                             model=getattr(getattr(self.backend, "engine", None), "name", None),
+                             config={"loop": loop_config.model_dump(mode="json"),
+                                     "safety": self.safety.model_dump(mode="json"),
+                                     "env": self.env.describe() if hasattr(self.env, "describe") else {}})
+        run.write_meta(self._meta)
         began = time.monotonic()
         records: list[StepRecord] = []
         status: Status = "error"
@@ -223,8 +250,15 @@ class Agent:
         budget = self.safety.budget()
         memory.add_text("system", config.system_prompt or system_prompt(coordinate_space=config.coordinate_space,
                                                                           allow_zoom=config.allow_zoom))
-        memory.add_text("task", self.task, step=0)
         observation = await self.env.start()
+        if self.task is None:  # the environment's own instruction (e.g. a MiniWoB++ utterance)
+            instruction = getattr(self.env, "instruction", None)
+            if not instruction:
+                raise InputError(f"{type(self.env).__name__} gives no instruction to use as the task",
+                                 hint="pass the task text to Agent(task=...)")
+            self.task = str(instruction)
+            run.write_meta(self._meta.model_copy(update={"task": self.task}))
+        memory.add_text("task", self.task, step=0)
         history: list[tuple[str, str]] = []  # (action json, frame digest) of executed actions
         step = 0
         new_frame = True

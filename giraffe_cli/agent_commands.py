@@ -6,6 +6,7 @@ heavy (Playwright, torch, the model) is imported inside the commands.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -73,57 +74,127 @@ def _first_served_model(endpoint: str) -> str:
     return models[0]
 
 
+def _seed_range(text: str) -> list[int]:
+    """``"7"`` -> [7]; ``"0:200"`` -> 0..199 (a half-open range, like Python's)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?::\s*(\d+)\s*)?", text)
+    if match is None or (match.group(2) is not None and int(match.group(2)) <= int(match.group(1))):
+        raise typer.BadParameter(f"--seeds is N or START:STOP (STOP excluded, above START), e.g. 0:200; got {text!r}")
+    first = int(match.group(1))
+    return [first] if match.group(2) is None else list(range(first, int(match.group(2))))
+
+
 @app.command("run")
 def run_command(
-    task: str = typer.Argument("", help="what to do; with --miniwob, the task page's own instruction"),
+    task: str = typer.Argument("", help="what to do; with --miniwob, default: the task page's own instruction"),
     start_url: str = typer.Option(None, "--start-url", help="the first page"),
     model: str = typer.Option("tiny", help="'tiny', a saved directory or a hub id (local backend)"),
     endpoint: str = typer.Option(None, help="an OpenAI-compatible endpoint (vLLM, sglang, giraffe serve)"),
     served_model: str = typer.Option(None, help="the model name at --endpoint (default: the first it lists)"),
+    demonstrator: bool = typer.Option(False, "--demonstrator", help="with --miniwob: the scripted demonstrator "
+                                      "(reads the DOM) instead of a model; records training trajectories"),
+    style: str = typer.Option("json", help="the demonstrator's action format: json, function or uitars"),
+    thoughts: bool = typer.Option(True, help="the demonstrator writes a Thought line before its action"),
+    agent_config: Path = typer.Option(None, "--agent-config", help="loop settings as JSON (AgentConfig: "
+                                      "system_prompt, memory, ...); default: the model directory's agent_config.json"),
     context_length: int = typer.Option(None, help="extend the local model's context to this many tokens"),
     max_steps: int = typer.Option(20, help="most actions"),
     max_seconds: float = typer.Option(600.0, help="most wall-clock seconds"),
     allow_domain: list[str] = typer.Option([], "--allow-domain", help="an allowed host pattern; repeat"),
     miniwob: str = typer.Option(None, help="run a MiniWoB++ task served on loopback, e.g. click-button"),
     seed: int = typer.Option(0, help="the MiniWoB++ episode seed"),
+    seeds: str = typer.Option(None, help="MiniWoB++: many episodes, START:STOP, into OUT/seed-N (done ones are "
+                                         "skipped, so a rerun resumes)"),
     viewport: str = typer.Option("1280x800", help="browser viewport, CSS pixels (MiniWoB: 160x210)"),
-    out: Path = typer.Option(..., help="the run directory to create"),
+    report: bool = typer.Option(True, help="write each run's report.html"),
+    out: Path = typer.Option(..., help="the run directory to create (with --seeds: the parent of one per seed)"),
 ) -> None:
     """Run a web agent on a task and write its trajectory, frames and report to OUT."""
-    from giraffe_agent.backends import LocalBackend, OpenAIBackend
+    from giraffe_agent.backends import LocalBackend, OpenAIBackend, ScriptedBackend
     from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv
-    from giraffe_agent.loop import Agent
+    from giraffe_agent.loop import Agent, AgentConfig, load_agent_config
     from giraffe_agent.safety import SafetyPolicy
     from giraffe_core import GiraffeError, load
 
     server = None
+    results = []
     try:
         safety = SafetyPolicy(allowed_domains=tuple(allow_domain), max_steps=max_steps, max_seconds=max_seconds)
-        # the environment first: a wrong task, URL or viewport is reported before a model loads
+        if (demonstrator or seeds) and not miniwob:
+            raise typer.BadParameter("--demonstrator and --seeds need --miniwob TASK_NAME")
+        if not miniwob and (not start_url or not task):
+            raise typer.BadParameter("give a TASK and --start-url (or --miniwob TASK_NAME)")
+        episodes = _seed_range(seeds) if seeds else [seed]
+        config = load_agent_config(agent_config) if agent_config else None
+        if agent_config and config is None:
+            raise typer.BadParameter(f"--agent-config {agent_config} does not exist")
+        # the environment's inputs first: a wrong task, URL or viewport is reported before a model loads
         if miniwob:
-            from giraffe_agent.envs.miniwob import MINIWOB_VIEWPORT, MiniWoBEnv, MiniWoBServer
+            from giraffe_agent.envs.miniwob import MINIWOB_VIEWPORT, MiniWoBServer
 
             server = MiniWoBServer()
-            env: Any = MiniWoBEnv(miniwob, seed, server, config=BrowserConfig(viewport_css=MINIWOB_VIEWPORT),
-                                  safety=safety)
+            server.url(miniwob)  # an unknown task fails here
         else:
-            if not start_url or not task:
-                raise typer.BadParameter("give a TASK and --start-url (or --miniwob TASK_NAME)")
-            env = BrowserEnv(start_url, BrowserConfig(viewport_css=_viewport(viewport)), safety)
-        if endpoint:
-            backend: Any = OpenAIBackend(endpoint, served_model or _first_served_model(endpoint))
+            browser = BrowserConfig(viewport_css=_viewport(viewport))
+        if demonstrator:
+            from giraffe_agent.demonstrators import miniwob_demonstrator
+
+            script = miniwob_demonstrator(miniwob, style=style, thoughts=thoughts)  # type: ignore[arg-type]
+            make_backend: Any = lambda: ScriptedBackend(script, name=f"demonstrator:{style}")  # noqa: E731
+        elif endpoint:
+            name = served_model or _first_served_model(endpoint)
+            make_backend = lambda: OpenAIBackend(endpoint, name)  # noqa: E731
         else:
-            backend = LocalBackend(load(model, context_length=context_length))
-        agent = Agent(task or "Solve the task shown at the top of the screen.", env, backend, out_dir=out,
-                      safety=safety)
-        result = agent.run()
+            engine = load(model, context_length=context_length)
+            config = config or load_agent_config(model)
+            make_backend = lambda: LocalBackend(engine)  # noqa: E731
+        if not report:
+            config = (config or AgentConfig()).model_copy(update={"write_report": False})
+        def agent_for(episode: int, shared: Any) -> Agent | None:
+            run_dir = out / f"seed-{episode}" if seeds else out
+            if seeds and (run_dir / "result.json").exists():
+                return None  # recorded by an earlier call
+            if seeds and run_dir.exists():  # an interrupted episode: kept aside, recorded again
+                aside = out / "interrupted"
+                aside.mkdir(exist_ok=True)
+                k = 1
+                while (aside / f"{run_dir.name}-{k}").exists():
+                    k += 1
+                run_dir.rename(aside / f"{run_dir.name}-{k}")
+            if miniwob:
+                from giraffe_agent.envs.miniwob import MiniWoBEnv
+
+                env: Any = MiniWoBEnv(miniwob, episode, server, safety=safety, shared=shared, config=BrowserConfig(
+                    viewport_css=MINIWOB_VIEWPORT, capture_elements=demonstrator))
+            else:
+                env = BrowserEnv(start_url, browser, safety)
+            return Agent(task or None, env, make_backend(), out_dir=run_dir, config=config, safety=safety)
+
+        async def run_all() -> None:  # one Chromium for every episode, a fresh context each
+            from giraffe_agent.envs.browser import SharedBrowser
+
+            async with SharedBrowser() as shared:
+                for episode in episodes:
+                    agent = agent_for(episode, shared)
+                    if agent is not None:
+                        results.append(await agent.run_async())
+
+        if seeds:
+            asyncio.run(run_all())
+        else:
+            results.append(agent_for(seed, None).run())  # type: ignore[union-attr]
     except (GiraffeError, ValueError) as exc:
         _fail(exc)
         return
     finally:
         if server is not None:
             server.close()
-    _summary(result)
+    if len(results) == 1 and not seeds:
+        _summary(results[0])
+    elif results:
+        solved = sum(1 for r in results if (r.info.get("reward") or 0) > 0)
+        console.print(f"{len(results)} episode(s) recorded in {out}: {solved} solved (MiniWoB reward > 0)")
+    else:
+        console.print(f"every episode was already recorded in {out}")
 
 
 @app.command("replay")

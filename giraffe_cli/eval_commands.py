@@ -48,7 +48,8 @@ _APPLIES: dict[str, set[str]] = {
     "--max-image-tokens": {"haystack", "needle", "rope-ablation"},
     "--frames": {"needle"}, "--depths": {"needle"}, "--answer-format": {"needle"},
     "--sessions": {"recording-qa"}, "--events": {"recording-qa"}, "--budget": {"recording-qa"},
-    "--tasks": {"miniwob"}, "--seeds": {"miniwob"}, "--max-steps": {"miniwob"},
+    "--tasks": {"miniwob"}, "--seeds": {"miniwob"}, "--max-steps": {"miniwob"}, "--task-text": {"miniwob"},
+    "--agent-config": {"miniwob"},
     "--methods": {"rope-ablation"},
 }
 
@@ -117,7 +118,11 @@ def eval_command(
     events: int | None = typer.Option(None, min=2, help="events per recorded session"),
     budget: int | None = typer.Option(None, min=64, help="recording-qa prompt budget, tokens"),
     tasks: str | None = typer.Option(None, help="MiniWoB++ tasks: click-test,click-button"),
-    seeds: str | None = typer.Option(None, help="MiniWoB++ episode seeds: 0,1,2"),
+    seeds: str | None = typer.Option(None, help="MiniWoB++ episode seeds: 0,1,2 or a range START:STOP (STOP excluded)"),
+    task_text: str | None = typer.Option(None, help="MiniWoB++ task text: screen (read the instruction from the "
+                                                    "screenshot) or instruction (the page's utterance as text)"),
+    agent_config: Path | None = typer.Option(None, help="MiniWoB++ loop settings as JSON (AgentConfig); default: "
+                                                        "the model directory's agent_config.json"),
     max_steps: int | None = typer.Option(None, min=1, help="MiniWoB++ actions per episode"),
     methods: str | None = typer.Option(None, help="rope methods: none,pi,ntk,yarn,mrope_plus_plus"),
     as_json: bool = typer.Option(False, "--json", help="print results.json instead of a table"),
@@ -137,7 +142,8 @@ def eval_command(
     given = {"--sizes": sizes, "--modes": modes, "--questions": questions, "--image-size": image_size,
              "--max-image-tokens": max_image_tokens, "--frames": frames, "--depths": depths,
              "--answer-format": answer_format, "--sessions": sessions, "--events": events, "--budget": budget,
-             "--tasks": tasks, "--seeds": seeds, "--max-steps": max_steps, "--methods": methods}
+             "--tasks": tasks, "--seeds": seeds, "--max-steps": max_steps, "--methods": methods,
+             "--task-text": task_text, "--agent-config": agent_config}
     wrong = [opt for opt, value in given.items() if value is not None and name.value not in _APPLIES[opt]]
     out = out or Path("runs") / f"eval-{name.value}"
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -162,9 +168,26 @@ def _prepare(name: str, given: dict[str, Any], *, model: str, endpoint: str | No
     import evals
 
     if name == "miniwob":
+        from giraffe_agent.loop import load_agent_config
+
+        agent = None
+        if given["--agent-config"] is not None:
+            agent = load_agent_config(given["--agent-config"])
+            if agent is None:
+                raise typer.BadParameter(f"--agent-config {given['--agent-config']} does not exist")
+        elif answerer == "model" and not endpoint:
+            agent = load_agent_config(model)
+        seeds = given["--seeds"]
+        if seeds and ":" in seeds:
+            from giraffe_cli.agent_commands import _seed_range
+
+            seed_list: tuple | None = tuple(_seed_range(seeds))
+        else:
+            seed_list = seeds and _list(seeds, int, "--seeds")
         config = evals.MiniWoBConfig(**_drop_none(
             tasks=given["--tasks"] and _list(given["--tasks"], str, "--tasks"),
-            seeds=given["--seeds"] and _list(given["--seeds"], int, "--seeds"), max_steps=given["--max-steps"]))
+            seeds=seed_list, max_steps=given["--max-steps"], task_text=given["--task-text"], agent=agent,
+            max_new_tokens=agent.max_new_tokens if agent is not None else None))
         if answerer == "oracle":
             backends = evals.demonstrator_backends(config.tasks)
         elif answerer == "random":

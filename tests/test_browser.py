@@ -497,3 +497,35 @@ def test_config_is_strict():
     with pytest.raises(ValidationError):
         BrowserConfig(device_scale_factor=0)
     assert BrowserConfig().viewport_css == (1280, 800) and BrowserConfig().headless
+
+
+def test_a_shared_browser_keeps_episodes_apart_and_launches_once(server):
+    from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv, SharedBrowser
+
+    other = LoopbackServer({"/": Reply("<!doctype html><title>Other</title><p>other</p>")})
+
+    async def episodes():
+        async with SharedBrowser() as shared:
+            first = BrowserEnv(server.url("/"), BrowserConfig(viewport_css=VIEWPORT), shared=shared)
+            await first.start()
+            browser = await shared.browser()
+            await first.evaluate("() => { localStorage.setItem('k', 'v'); document.cookie = 'c=1'; }")
+            # this episode's allowlist holds in the shared browser: the other host is refused
+            await first.evaluate(f"() => fetch({other.url('/')!r}).catch(() => null)")
+            blocked = (await first.observe()).events
+            await first.close()
+            assert browser.is_connected()  # closing an episode closes only its context
+            second = BrowserEnv(other.url("/"), BrowserConfig(viewport_css=VIEWPORT), shared=shared)
+            obs = await second.start()
+            stored = await second.evaluate("() => [localStorage.getItem('k'), document.cookie]")
+            same = await shared.browser() is browser
+            await second.close()
+            return blocked, obs.title, stored, same, second.browser_info
+
+    try:
+        blocked, title, stored, same, info = asyncio.run(episodes())
+    finally:
+        other.close()
+    assert any("blocked" in e and other.url("/").split("/")[2] in e for e in blocked), blocked
+    assert title == "Other" and stored == [None, ""] and same
+    assert info is not None and info.version

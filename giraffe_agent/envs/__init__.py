@@ -9,6 +9,7 @@ from giraffe_agent.envs.browser import (
     BrowserError,
     BrowserInfo,
     BrowserNotFoundError,
+    SharedBrowser,
     SyncBrowserEnv,
 )
 from giraffe_agent.envs.chromium import SYSTEM_NAMES, ChromiumInfo, find_chromium
@@ -32,6 +33,7 @@ __all__ = [
     "MiniWoBServer",
     "Observation",
     "SYSTEM_NAMES",
+    "SharedBrowser",
     "SyncBrowserEnv",
     "find_chromium",
     "miniwob_html_dir",

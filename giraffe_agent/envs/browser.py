@@ -135,6 +135,7 @@ __all__ = [
     "BrowserInfo",
     "BrowserNotFoundError",
     "DEFAULT_CHROMIUM_ARGS",
+    "SharedBrowser",
     "SyncBrowserEnv",
 ]
 
@@ -258,6 +259,108 @@ _NO_SECRETS = Secrets()
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(?!\d)")
 
 
+def _resolve_chromium(pw: Playwright, config: BrowserConfig) -> tuple[str, Literal["config", "env", "playwright",
+                                                                                    "system"]]:
+    configured = config.executable_path
+    if configured:
+        if Path(configured).is_file() and os.access(configured, os.X_OK):
+            return configured, "config"
+        raise BrowserNotFoundError(f"BrowserConfig.executable_path {configured} is not an executable file")
+    found = find_chromium(use_playwright=False)  # GIRAFFE_CHROMIUM, then PATH
+    if found is not None and found.source == "env":
+        return found.path, "env"
+    try:
+        own = pw.chromium.executable_path
+    except Exception as exc:  # Playwright raises when it knows no browser for this platform
+        logger.debug("playwright reports no chromium: %s", exc)
+        own = ""
+    if own and Path(own).is_file():
+        return own, "playwright"
+    if found is not None:
+        return found.path, "system"
+    raise BrowserNotFoundError(
+        "no Chromium to launch: GIRAFFE_CHROMIUM is unset, Playwright's own Chromium is not installed, "
+        "and no chromium, chromium-browser, google-chrome or google-chrome-stable is on PATH",
+        hint="install one: `apt-get install chromium` (Debian/Ubuntu) or `playwright install chromium`, "
+             "or set GIRAFFE_CHROMIUM=/path/to/chrome")
+
+
+async def _launch(pw: Playwright, config: BrowserConfig, proxy: dict[str, str] | None = None) -> tuple[Browser,
+                                                                                                      BrowserInfo]:
+    """Launch Chromium as ``config`` says (through ``proxy`` when given)."""
+    from playwright.async_api import Error as PlaywrightError
+
+    path, source = _resolve_chromium(pw, config)
+    try:
+        browser = await pw.chromium.launch(
+            executable_path=path, headless=config.headless, args=list(config.chromium_args),
+            chromium_sandbox=config.sandbox, proxy=proxy, timeout=config.launch_timeout_s * 1000)
+    except PlaywrightError as exc:
+        raise BrowserError(f"Chromium at {path} ({source}) failed to start: {_first_line(exc)}",
+                           hint="check that it runs (`chromium --headless --version`), or set "
+                                "GIRAFFE_CHROMIUM / BrowserConfig.executable_path to another") from exc
+    logger.info("launched Chromium %s from %s (%s)", browser.version, path, source)
+    return browser, BrowserInfo(path, source, browser.version)
+
+
+class SharedBrowser:
+    """One Chromium for many :class:`BrowserEnv` episodes (``BrowserEnv(..., shared=...)``).
+
+    Launching Chromium and Playwright's driver costs about a second per episode; a shared one is
+    launched on first use and every episode opens its own browser context in it (separate
+    cookies, storage, and its own allowlist proxy), so episodes stay isolated. Use it inside one
+    event loop (``async with SharedBrowser() as shared: ... await agent.run_async()``).
+
+    Args:
+        config: launch settings (executable, headless, arguments, sandbox, timeout); an episode's
+            viewport and timing come from its own :class:`BrowserConfig`.
+    """
+
+    def __init__(self, config: BrowserConfig | None = None) -> None:
+        self.config = config or BrowserConfig()
+        self.info: BrowserInfo | None = None
+        self._pw: Playwright | None = None
+        self._browser: Browser | None = None
+        self._lock = asyncio.Lock()
+
+    async def browser(self) -> Browser:
+        """The running Chromium (launched on the first call).
+
+        Raises:
+            BrowserNotFoundError, BrowserError, MissingExtraError: as :meth:`BrowserEnv.start`.
+        """
+        async with self._lock:
+            if self._browser is None or not self._browser.is_connected():
+                require("playwright", extra="agent", purpose="drive the browser environment")
+                from playwright.async_api import async_playwright
+
+                if self._pw is None:
+                    self._pw = await async_playwright().start()
+                self._browser, self.info = await _launch(self._pw, self.config)
+            return self._browser
+
+    async def close(self) -> None:
+        """Close Chromium and Playwright's driver; safe to call twice."""
+        if self._browser is not None:
+            try:
+                await self._browser.close()
+            except Exception as exc:
+                logger.debug("closing the shared browser: %s", exc)
+        if self._pw is not None:
+            try:
+                await self._pw.stop()
+            except Exception as exc:
+                logger.debug("stopping playwright: %s", exc)
+        self._browser = self._pw = None
+
+    async def __aenter__(self) -> SharedBrowser:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+
 class BrowserEnv:
     """A Chromium page the agent sees (screenshots) and acts in (mouse and keyboard), async.
 
@@ -267,6 +370,9 @@ class BrowserEnv:
         safety: the allowlist and switches (:class:`~giraffe_agent.safety.SafetyPolicy`); the
             default allows only the start URL's host.
         secrets: values a Type action may reference as ``{{secret:NAME}}``.
+        shared: run in this already-launched Chromium (:class:`SharedBrowser`) instead of launching
+            one: the episode gets its own browser context (cookies, storage, allowlist proxy) and
+            closing the environment closes only that context. Much faster for many episodes.
 
     Attributes:
         browser_info: the Chromium launched (after :meth:`start`).
@@ -274,8 +380,9 @@ class BrowserEnv:
     """
 
     def __init__(self, start_url: str, config: BrowserConfig | None = None, safety: SafetyPolicy | None = None,
-                 secrets: Secrets | None = None) -> None:
+                 secrets: Secrets | None = None, *, shared: SharedBrowser | None = None) -> None:
         self.start_url = start_url
+        self.shared = shared
         self.config = config or BrowserConfig()
         self.safety = safety or SafetyPolicy()
         self.secrets = secrets or _NO_SECRETS
@@ -340,23 +447,17 @@ class BrowserEnv:
 
         self._started = True
         try:
-            self._pw = await async_playwright().start()
-            path, source = self._resolve_chromium(self._pw)
             self._proxy = AllowlistProxy(self.guard, connect_timeout_s=self.config.connect_timeout_s,
                                       redact=self._redact)
             proxy_url = await self._proxy.start()
-            try:
-                self._browser = await self._pw.chromium.launch(
-                    executable_path=path, headless=self.config.headless, args=list(self.config.chromium_args),
-                    chromium_sandbox=self.config.sandbox, proxy={"server": proxy_url},
-                    timeout=self.config.launch_timeout_s * 1000)
-            except PlaywrightError as exc:
-                raise BrowserError(f"Chromium at {path} ({source}) failed to start: {_first_line(exc)}",
-                                   hint="check that it runs (`chromium --headless --version`), or set "
-                                        "GIRAFFE_CHROMIUM / BrowserConfig.executable_path to another") from exc
-            self.browser_info = BrowserInfo(path, source, self._browser.version)
-            logger.info("launched Chromium %s from %s (%s)", self._browser.version, path, source)
-            await self._open_context()
+            if self.shared is not None:  # a context of a running Chromium, with this episode's proxy
+                self._browser = await self.shared.browser()
+                self.browser_info = self.shared.info
+                await self._open_context(proxy={"server": proxy_url})
+            else:
+                self._pw = await async_playwright().start()
+                self._browser, self.browser_info = await _launch(self._pw, self.config, proxy={"server": proxy_url})
+                await self._open_context()
             try:
                 await self._page.goto(self.start_url, wait_until="commit",
                                       timeout=self.config.navigation_timeout_s * 1000)
@@ -369,35 +470,11 @@ class BrowserEnv:
             await self.close()
             raise
 
-    def _resolve_chromium(self, pw: Playwright) -> tuple[str, Literal["config", "env", "playwright", "system"]]:
-        configured = self.config.executable_path
-        if configured:
-            if Path(configured).is_file() and os.access(configured, os.X_OK):
-                return configured, "config"
-            raise BrowserNotFoundError(f"BrowserConfig.executable_path {configured} is not an executable file")
-        found = find_chromium(use_playwright=False)  # GIRAFFE_CHROMIUM, then PATH
-        if found is not None and found.source == "env":
-            return found.path, "env"
-        try:
-            own = pw.chromium.executable_path
-        except Exception as exc:  # Playwright raises when it knows no browser for this platform
-            logger.debug("playwright reports no chromium: %s", exc)
-            own = ""
-        if own and Path(own).is_file():
-            return own, "playwright"
-        if found is not None:
-            return found.path, "system"
-        raise BrowserNotFoundError(
-            "no Chromium to launch: GIRAFFE_CHROMIUM is unset, Playwright's own Chromium is not installed, "
-            "and no chromium, chromium-browser, google-chrome or google-chrome-stable is on PATH",
-            hint="install one: `apt-get install chromium` (Debian/Ubuntu) or `playwright install chromium`, "
-                 "or set GIRAFFE_CHROMIUM=/path/to/chrome")
-
-    async def _open_context(self) -> None:
+    async def _open_context(self, proxy: dict[str, str] | None = None) -> None:
         assert self._browser is not None
         cfg = self.config
         context = await self._browser.new_context(
-            viewport={"width": cfg.viewport_css[0], "height": cfg.viewport_css[1]},
+            proxy=proxy, viewport={"width": cfg.viewport_css[0], "height": cfg.viewport_css[1]},
             device_scale_factor=cfg.device_scale_factor, accept_downloads=self.safety.allow_downloads,
             service_workers="block", user_agent=cfg.user_agent, locale=cfg.locale, timezone_id=cfg.timezone_id)
         self._context = context
@@ -418,7 +495,8 @@ class BrowserEnv:
         self._adopt(page, announce=False)
 
     async def close(self) -> None:
-        """Close the browser, the proxy and Playwright; safe to call twice (and after a failed start)."""
+        """Close the browser (with a shared one: this episode's context), the proxy and Playwright;
+        safe to call twice (and after a failed start)."""
         if self._closed:
             return
         self._closed = True
@@ -426,7 +504,12 @@ class BrowserEnv:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._browser is not None:
+        if self.shared is not None and self._context is not None:  # the shared Chromium stays up
+            try:
+                await self._context.close()
+            except Exception as exc:
+                logger.debug("closing the browser context: %s", exc)
+        elif self.shared is None and self._browser is not None:
             try:
                 await self._browser.close()
             except Exception as exc:

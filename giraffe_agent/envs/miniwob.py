@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from giraffe_agent.envs.base import Observation
-from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv
+from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv, SharedBrowser
 from giraffe_agent.safety import SafetyPolicy
 from giraffe_core.errors import InputError, MissingExtraError
 
@@ -103,16 +103,18 @@ class MiniWoBServer:
 class MiniWoBEnv(BrowserEnv):
     """One MiniWoB++ episode of ``task`` with ``seed``.
 
-    After :meth:`start`, :attr:`utterance` holds the task's instruction (the agent's task text).
+    After :meth:`start`, :attr:`utterance` (also :attr:`instruction`) holds the task's instruction:
+    an :class:`~giraffe_agent.loop.Agent` given no task uses it as the task text.
     Every observation carries ``terminal`` (the page ended the episode) and ``info``
     (``reward``: MiniWoB's raw reward, ``env_reward``: its time-scaled reward, ``reason``,
     ``task``, ``seed``).
     """
 
     def __init__(self, task: str, seed: int, server: MiniWoBServer, *, config: BrowserConfig | None = None,
-                 safety: SafetyPolicy | None = None, episode_seconds: float = 600.0) -> None:
+                 safety: SafetyPolicy | None = None, episode_seconds: float = 600.0,
+                 shared: SharedBrowser | None = None) -> None:
         config = config or BrowserConfig(viewport_css=MINIWOB_VIEWPORT)
-        super().__init__(server.url(task), config, safety)
+        super().__init__(server.url(task), config, safety, shared=shared)
         self.task, self.seed = task, int(seed)
         self.episode_seconds = float(episode_seconds)
         self.utterance: str | None = None
@@ -121,6 +123,12 @@ class MiniWoBEnv(BrowserEnv):
         """What rebuilds this environment: the task, the seed and the browser settings."""
         return {**super().describe(), "kind": "miniwob", "task": self.task, "seed": self.seed,
                 "episode_seconds": self.episode_seconds}
+
+    @property
+    def instruction(self) -> str | None:
+        """The task's instruction once started (what :class:`~giraffe_agent.loop.Agent` uses
+        when it is given no task)."""
+        return self.utterance
 
     async def start(self) -> Observation:
         await super().start()
