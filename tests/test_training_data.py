@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,73 @@ def test_read_sources_reports_too_long_and_counts(tmp_path, encoder):
     with pytest.raises(DataError, match="too long"):
         read_sources(config.model_copy(update={"on_bad_sample": "fail"}), encoder, max_length_tokens=200,
                      frames_dir=tmp_path, log=DataLog("fail"))
+
+
+def test_copy_augmentation_replaces_copied_values_everywhere_and_is_deterministic():
+    from training.data import copied_values, copy_variants
+
+    image = {"type": "image", "image": "frames/f0.png", "max_tokens": 64}
+    messages = [
+        {"role": "system", "content": "Reply with one JSON action."},
+        {"role": "user", "content": [
+            {"type": "text", "text": 'Enter the username "keli" and the password "1b" and press login.\n'},
+            {"type": "text", "text": '[step 0 · action: {"action": "type", "text": "keli", "x": 444, "y": 421}]\n'}]},
+        {"role": "assistant", "content": '{"action": "type", "text": "keli", "x": 444, "y": 421}'},
+        {"role": "user", "content": [{"type": "text", "text": "typed 'keli' at (71, 88) CSS px\n"}, image]},
+    ]
+    example = Example(messages, "runs/a/trajectory.jsonl:2", "trajectory",
+                      completion='{"action": "type", "text": "1b", "x": 381, "y": 669}')
+    assert copied_values(example) == ["keli", "1b"]  # JSON keys of the header are not the task's values
+    variants = copy_variants(example, 3)
+    assert [v.source for v in variants] == [f"runs/a/trajectory.jsonl:2#copy{k}" for k in (1, 2, 3)]
+    assert [v.messages for v in variants] == [v.messages for v in copy_variants(example, 3)]  # deterministic
+    seen = set()
+    for v in variants:
+        text = json.dumps(v.messages) + v.completion
+        assert '"keli"' not in text and "'keli'" not in text and '"1b"' not in text
+        user, password = re.search(r'username \\"(\w+)\\" and the password \\"(\w+)\\"', json.dumps(v.messages)).groups()
+        assert user.isalpha() and user.islower() and 2 <= len(user) <= 6
+        assert password[0].isdigit() and 1 <= len(password) <= 4
+        assert v.completion == f'{{"action": "type", "text": "{password}", "x": 381, "y": 669}}'
+        assert f"typed '{user}' at" in v.messages[3]["content"][0]["text"]
+        assert v.messages[3]["content"][1] == image and v.messages[0] == messages[0]
+        seen.add((user, password))
+    assert len(seen) == 3
+    assert example.messages == messages  # the original is untouched
+    plain = Example(messages[:2], "x:1", "trajectory", completion='{"action": "click", "x": 1, "y": 2}')
+    plain.messages[1] = {"role": "user", "content": 'Click the "OK" button.'}
+    assert copied_values(plain) == [] and copy_variants(plain, 3) == []
+
+
+def test_copy_drills_are_text_only_variants_with_new_values():
+    from training.data import copy_drills, text_only
+
+    image = {"type": "image", "image": "frames/f1.png"}
+    messages = [
+        {"role": "system", "content": "Reply with one JSON action."},
+        {"role": "user", "content": [{"type": "text", "text": 'Enter "Kanesha" and press Submit.\n'},
+                                     {"type": "text", "text": "[step 0 · t=1.4s]\n"}, image]},
+        {"role": "assistant", "content": '{"action": "type", "text": "Kanesha", "x": 1, "y": 2}'},
+        {"role": "user", "content": [{"type": "text", "text": "typed 'Kanesha' at (1, 2) CSS px\n"},
+                                     {"type": "text", "text": "[step 1 · t=1.9s]\n"}, image]},
+    ]
+    example = Example(messages, "r/trajectory.jsonl:2", "trajectory", completion='{"action": "click", "x": 5, "y": 6}')
+    plain = text_only(example)
+    assert plain.messages == [
+        messages[0], {"role": "user", "content": 'Enter "Kanesha" and press Submit.\n'}, messages[2],
+        {"role": "user", "content": "typed 'Kanesha' at (1, 2) CSS px\n"}]
+    assert plain.completion == example.completion and plain.source.endswith("#text")
+    drills = copy_drills(example, 2)
+    assert len(drills) == 2 and all("Kanesha" not in json.dumps(d.messages) for d in drills)
+    assert all(not any(isinstance(m["content"], list) for m in d.messages) for d in drills)  # no screenshots
+    value = re.search(r'Enter "(\w+)"', drills[0].messages[1]["content"]).group(1)
+    assert value[0].isupper() and value[1:].islower() and f'"text": "{value}"' in drills[0].messages[2]["content"]
+    assert copy_drills(Example(messages[:2], "x:1", "trajectory", completion="{}"), 3) == []  # nothing copied
+
+
+def test_a_json_key_the_task_happens_to_quote_is_not_a_copied_value():
+    from training.data import copied_values, copy_variants
+
+    task = {"role": "user", "content": 'Close the dialog box by clicking the "x".'}
+    example = Example([task], "d:1", "trajectory", completion='{"action": "click", "x": 120, "y": 30}')
+    assert copied_values(example) == [] and copy_variants(example, 2) == []

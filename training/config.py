@@ -128,6 +128,11 @@ class TrajectorySource(_SourceBase):
     first_step: int = Field(0, ge=0, description="first agent step kept")
     last_step: int | None = Field(None, ge=0, description="last agent step kept (inclusive)")
     include_parse_errors: bool = Field(False, description="also train on replies that did not parse")
+    copy_augment: int = Field(0, ge=0, description="extra variants of each sample whose replies type a value the "
+                                                   "task quotes, with new random values (teaches copying; see "
+                                                   "training.data.augment)")
+    copy_drills: int = Field(0, ge=0, description="text-only variants (no screenshots) of each sample that copies "
+                                                  "a value from the task, with new random values (a dense copy signal)")
 
 
 Source = Annotated[LlavaSource | HFSource | VideoQASource | LongTextSource | TrajectorySource,

@@ -1,6 +1,7 @@
 """Training data: readers (LLaVA / ShareGPT JSON, Hugging Face datasets, video QA, long text, agent
 trajectories), samples and their labels, and the ETVLM mixture with its report."""
 
+from training.data.augment import copied_values, copy_drills, copy_variants, text_only
 from training.data.examples import IGNORE_INDEX, DataLog, EncodedSample, Encoder, Example, Problem, check_image
 from training.data.mixture import (
     HISTOGRAM_EDGES,
@@ -30,6 +31,9 @@ __all__ = [
     "chat_from_record",
     "check_image",
     "concatenate",
+    "copied_values",
+    "copy_drills",
+    "copy_variants",
     "json_records",
     "plan_stage",
     "read_hf",
@@ -40,5 +44,6 @@ __all__ = [
     "read_video_qa",
     "run_directories",
     "run_succeeded",
+    "text_only",
     "video_frames",
 ]

@@ -127,6 +127,7 @@ class DataLog:
     kept: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     filtered: Counter = field(default_factory=Counter)
+    augmented: Counter = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
 
     def bad(self, source: str, file: str | Path, line: int | None, reason: str) -> None:
@@ -144,9 +145,10 @@ class DataLog:
         self.filtered[(source, reason)] += count
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready counts: read, kept, skipped (bad) and filtered per source and reason."""
+        """JSON-ready counts: read, kept, skipped (bad) and filtered per source and reason, and
+        the samples made by augmentation per source (``augmented``; counted in ``kept`` too)."""
         return {
-            "read": dict(self.read), "kept": dict(self.kept),
+            "read": dict(self.read), "kept": dict(self.kept), "augmented": dict(self.augmented),
             "skipped": [{"source": s, "reason": r, "count": n} for (s, r), n in sorted(self.skipped.items())],
             "filtered": [{"source": s, "reason": r, "count": n} for (s, r), n in sorted(self.filtered.items())],
             "problems": [str(p) for p in self.problems[:50]],

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict
 from giraffe_core.errors import ConfigError, GiraffeError
 from giraffe_core.resolution import VisionGeometry
 from training.config import MixtureConfig, Source
+from training.data.augment import copy_drills, copy_variants
 from training.data.examples import DataLog, Encoder, Example
 from training.data.readers import read_hf, read_llava, read_long_text
 from training.data.trajectories import read_trajectories
@@ -65,8 +66,13 @@ def _read_one(source: Source, log: DataLog, frames_dir: Path, geometry: VisionGe
         return read_video_qa(source.path, log, frames_dir=Path(source.frames_dir) if source.frames_dir else frames_dir,
                              geometry=geometry, video_root=source.video_root, fps=source.fps,
                              max_frames=source.max_frames, scheme=source.scheme, **common)
-    return read_trajectories(source.path, log, successful_only=source.successful_only, first_step=source.first_step,
-                             last_step=source.last_step, include_parse_errors=source.include_parse_errors, **common)
+    examples = read_trajectories(source.path, log, successful_only=source.successful_only,
+                                 first_step=source.first_step, last_step=source.last_step,
+                                 include_parse_errors=source.include_parse_errors, **common)
+    variants = [v for example in examples for v in copy_variants(example, source.copy_augment)]
+    variants += [v for example in examples for v in copy_drills(example, source.copy_drills)]
+    log.augmented[source.label] += len(variants)
+    return examples + variants
 
 
 def read_sources(config: MixtureConfig, encoder: Encoder, *, max_length_tokens: int, frames_dir: Path,
@@ -308,5 +314,6 @@ class MixReport(BaseModel):
         skipped = sum(item["count"] for item in self.data["skipped"])
         filtered = sum(item["count"] for item in self.data["filtered"])
         lines.append(f"data: read {sum(self.data['read'].values())}, kept {sum(self.data['kept'].values())}, "
-                     f"skipped {skipped} bad, filtered {filtered}")
+                     f"skipped {skipped} bad, filtered {filtered}"
+                     + (f", augmented {sum(self.data['augmented'].values())}" if self.data.get("augmented") else ""))
         return "\n".join(lines)
