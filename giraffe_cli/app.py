@@ -189,6 +189,6 @@ if __name__ == "__main__":
 
 # The command modules register themselves on `app`; imported last because they import `app`.
 # Each imports its heavy dependencies inside its commands, so `giraffe --help` stays fast.
-COMMAND_MODULES = ("agent_commands", "recording_commands", "eval_commands", "train_commands")
+COMMAND_MODULES = ("agent_commands", "recording_commands", "eval_commands", "train_commands", "demo_commands")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"giraffe_cli.{_name}")

@@ -1,4 +1,5 @@
-"""The layer rule: giraffe_core <- giraffe_agent <- training, evals <- giraffe_cli (imports only point down)."""
+"""The layer rule: giraffe_core <- giraffe_agent <- training, evals <- demo <- giraffe_cli (imports only point
+down)."""
 
 import ast
 from pathlib import Path
@@ -9,10 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: package -> packages it must never import
 FORBIDDEN = {
-    "giraffe_core": {"giraffe_agent", "training", "evals", "giraffe_cli"},
-    "giraffe_agent": {"training", "evals", "giraffe_cli"},
-    "training": {"evals", "giraffe_cli"},
-    "evals": {"giraffe_cli"},
+    "giraffe_core": {"giraffe_agent", "training", "evals", "demo", "giraffe_cli"},
+    "giraffe_agent": {"training", "evals", "demo", "giraffe_cli"},
+    "training": {"evals", "demo", "giraffe_cli"},
+    "evals": {"demo", "giraffe_cli"},
+    "demo": {"giraffe_cli"},
 }
 
 

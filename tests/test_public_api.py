@@ -16,7 +16,8 @@ PACKAGES = {
     "giraffe_cli": [],
     "training": ["checkpoints", "collator", "config", "deepspeed_config", "errors", "loss", "params", "schedule",
                  "trainer"],
-    "training.data": ["examples", "mixture", "readers", "trajectories", "video"],
+    "training.data": ["augment", "examples", "mixture", "readers", "trajectories", "video"],
+    "demo": ["build", "card", "run"],
     "evals": ["answerers", "errors", "haystack", "miniwob", "needle", "plots", "recording_qa", "results",
               "rope_ablation", "runner", "scenes", "scoring", "websession"],
 }

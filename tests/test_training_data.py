@@ -352,7 +352,8 @@ def test_copy_augmentation_replaces_copied_values_everywhere_and_is_deterministi
     for v in variants:
         text = json.dumps(v.messages) + v.completion
         assert '"keli"' not in text and "'keli'" not in text and '"1b"' not in text
-        user, password = re.search(r'username \\"(\w+)\\" and the password \\"(\w+)\\"', json.dumps(v.messages)).groups()
+        found = re.search(r'username \\"(\w+)\\" and the password \\"(\w+)\\"', json.dumps(v.messages))
+        user, password = found.groups()
         assert user.isalpha() and user.islower() and 2 <= len(user) <= 6
         assert password[0].isdigit() and 1 <= len(password) <= 4
         assert v.completion == f'{{"action": "type", "text": "{password}", "x": 381, "y": 669}}'
