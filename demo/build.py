@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from demo.card import write_model_card
 from giraffe_agent.loop import AGENT_CONFIG_FILE, load_agent_config
-from giraffe_agent.trajectory import write_json_atomic
+from giraffe_agent.trajectory import set_aside, write_json_atomic
 
 __all__ = ["AGENT_CONFIG_PATH", "BuildResult", "DEMO_TASKS", "DemoConfig", "MODEL_DIR", "TRAIN_CONFIG_PATH",
            "TRAIN_SEED_BASE", "build_demo", "write_copy_exercises"]
@@ -124,10 +124,8 @@ def record(config: DemoConfig, progress: Progress | None = None) -> dict[str, in
         for run in sorted((recordings / task).glob("seed-*")):
             seed = run.name.removeprefix("seed-")
             if seed.isdigit() and int(seed) < TRAIN_SEED_BASE:
-                aside = recordings / "not-for-training" / task
-                aside.mkdir(parents=True, exist_ok=True)
-                run.rename(aside / run.name)
-                logger.warning("%s: seed %s is an evaluation seed; moved to %s", task, seed, aside)
+                moved = set_aside(run, recordings / "not-for-training" / task)
+                logger.warning("%s: seed %s is an evaluation seed; moved to %s", task, seed, moved)
     recorded: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=config.jobs) as pool:
         for task, solved in pool.map(lambda t: _record_task(t, config, recordings), config.tasks):

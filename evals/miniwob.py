@@ -45,6 +45,7 @@ from giraffe_agent.demonstrators import MINIWOB_DEMONSTRATED_TASKS, DemoStyle, U
 from giraffe_agent.envs import MINIWOB_VIEWPORT, BrowserConfig, MiniWoBEnv, MiniWoBServer, SharedBrowser
 from giraffe_agent.loop import Agent, AgentConfig
 from giraffe_agent.safety import SafetyPolicy
+from giraffe_agent.trajectory import set_aside
 from giraffe_core.engine.engine import Engine
 
 __all__ = [
@@ -217,23 +218,11 @@ def _summary(task: str, episodes: Sequence[EpisodeResult]) -> TaskResult:
                       errors=sum(e.error is not None for e in episodes))
 
 
-def _supersede(run_dir: Path) -> None:
-    """Move an earlier attempt of an episode aside (``runs/TASK/superseded/seed-N-K``)."""
-    if not run_dir.exists():
-        return
-    aside = run_dir.parent / "superseded"
-    aside.mkdir(exist_ok=True)
-    k = 1
-    while (aside / f"{run_dir.name}-{k}").exists():
-        k += 1
-    run_dir.rename(aside / f"{run_dir.name}-{k}")
-
-
 async def _episode(task: str, seed: int, server: MiniWoBServer, backends: Backends, config: MiniWoBConfig,
                    out: Path, shared: SharedBrowser) -> EpisodeResult:
     ident, rel = f"{task}/seed-{seed}", f"runs/{task}/seed-{seed}"
     run_dir = out / rel
-    _supersede(run_dir)
+    set_aside(run_dir, run_dir.parent / "superseded")  # an earlier attempt: runs/TASK/superseded/seed-N-K
     began = time.perf_counter()
     env: MiniWoBEnv | None = None
     try:

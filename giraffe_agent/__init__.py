@@ -175,6 +175,7 @@ from giraffe_agent.trajectory import (
     TrajectoryError,
     context_messages,
     read_run,
+    set_aside,
     write_json_atomic,
 )
 
@@ -308,6 +309,7 @@ __all__ = [
     "read_run",
     "record",
     "select_frames",
+    "set_aside",
     "system_prompt",
     "thumbnail",
     "to_openai_messages",

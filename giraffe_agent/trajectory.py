@@ -73,6 +73,7 @@ __all__ = [
     "TrajectoryError",
     "context_messages",
     "read_run",
+    "set_aside",
     "write_json_atomic",
 ]
 
@@ -552,6 +553,19 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
         raise TrajectoryError(f"cannot write {path}: {exc}") from exc
     _fsync_dir(path.parent)
     return path
+
+
+def set_aside(run_dir: str | os.PathLike, aside_dir: str | os.PathLike) -> Path | None:
+    """Move ``run_dir`` (when it exists) into ``aside_dir`` as ``NAME-K``, K the first free number
+    from 1, so an earlier attempt is kept, never overwritten; returns its new path."""
+    run_dir, aside_dir = Path(run_dir), Path(aside_dir)
+    if not run_dir.exists():
+        return None
+    aside_dir.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while (aside_dir / f"{run_dir.name}-{k}").exists():
+        k += 1
+    return run_dir.rename(aside_dir / f"{run_dir.name}-{k}")
 
 
 class RunWriter:

@@ -113,6 +113,7 @@ def run_command(
     from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv
     from giraffe_agent.loop import Agent, AgentConfig, load_agent_config
     from giraffe_agent.safety import SafetyPolicy
+    from giraffe_agent.trajectory import set_aside
     from giraffe_core import GiraffeError, load
 
     server = None
@@ -153,13 +154,8 @@ def run_command(
             run_dir = out / f"seed-{episode}" if seeds else out
             if seeds and (run_dir / "result.json").exists():
                 return None  # recorded by an earlier call
-            if seeds and run_dir.exists():  # an interrupted episode: kept aside, recorded again
-                aside = out / "interrupted"
-                aside.mkdir(exist_ok=True)
-                k = 1
-                while (aside / f"{run_dir.name}-{k}").exists():
-                    k += 1
-                run_dir.rename(aside / f"{run_dir.name}-{k}")
+            if seeds:  # an interrupted episode: kept aside, recorded again
+                set_aside(run_dir, out / "interrupted")
             if miniwob:
                 from giraffe_agent.envs.miniwob import MiniWoBEnv
 
