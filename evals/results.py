@@ -18,7 +18,6 @@ and in ``errors``. ``ci95`` is the Wilson 95 % interval of the accuracy.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evals.errors import EvalError
 from evals.scoring import wilson_interval
+from giraffe_agent.trajectory import replace_atomic
 
 __all__ = [
     "CellResult",
@@ -179,36 +179,19 @@ def format_accuracy(cell: CellResult | None) -> str:
     return "E" if cell.accuracy is None else f"{100 * cell.accuracy:.1f}"
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, fsynced, then renamed.
+    """Write ``data`` to ``path`` (its directory created) with
+    :func:`giraffe_agent.trajectory.replace_atomic`: a temporary file, fsynced, then renamed.
 
     Raises:
         EvalError: the file cannot be written.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        return replace_atomic(path, data)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise EvalError(f"cannot write {path}: {exc}") from exc
-    _fsync_dir(path.parent)
-    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

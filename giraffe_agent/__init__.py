@@ -175,6 +175,7 @@ from giraffe_agent.trajectory import (
     TrajectoryError,
     context_messages,
     read_run,
+    replace_atomic,
     set_aside,
     write_json_atomic,
 )
@@ -308,6 +309,7 @@ __all__ = [
     "plan_question",
     "read_run",
     "record",
+    "replace_atomic",
     "select_frames",
     "set_aside",
     "system_prompt",

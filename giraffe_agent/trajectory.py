@@ -73,6 +73,7 @@ __all__ = [
     "TrajectoryError",
     "context_messages",
     "read_run",
+    "replace_atomic",
     "set_aside",
     "write_json_atomic",
 ]
@@ -531,28 +532,37 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def replace_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same directory, flushed and
+    fsynced, then ``os.replace`` (and the directory fsynced). Readers see the old file or the new
+    one, never a part. Raises ``OSError``; the temporary file is removed on failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically: a temporary file in the same directory,
-    flushed and fsynced, then ``os.replace``. Readers see the old file or the new one, never a part.
+    """Write ``data`` as JSON to ``path`` atomically (:func:`replace_atomic`).
 
     Raises:
         TrajectoryError: the file cannot be written.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        return replace_atomic(path, text.encode("utf-8"))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise TrajectoryError(f"cannot write {path}: {exc}") from exc
-    _fsync_dir(path.parent)
-    return path
 
 
 def set_aside(run_dir: str | os.PathLike, aside_dir: str | os.PathLike) -> Path | None:
