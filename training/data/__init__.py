@@ -12,7 +12,15 @@ from training.data.mixture import (
     plan_stage,
     read_sources,
 )
-from training.data.readers import BadRecord, chat_from_record, json_records, read_hf, read_llava, read_long_text
+from training.data.readers import (
+    BadRecord,
+    chat_from_record,
+    json_records,
+    read_hf,
+    read_llava,
+    read_long_text,
+    source_records,
+)
 from training.data.trajectories import read_trajectories, run_directories, run_succeeded
 from training.data.video import read_video_qa, video_frames
 
@@ -44,6 +52,7 @@ __all__ = [
     "read_video_qa",
     "run_directories",
     "run_succeeded",
+    "source_records",
     "text_only",
     "video_frames",
 ]

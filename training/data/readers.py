@@ -31,7 +31,8 @@ from PIL import Image
 from giraffe_core.extras import require
 from training.data.examples import DataLog, Example, check_image
 
-__all__ = ["BadRecord", "chat_from_record", "json_records", "read_hf", "read_llava", "read_long_text"]
+__all__ = ["BadRecord", "chat_from_record", "json_records", "read_hf", "read_llava", "read_long_text",
+           "source_records"]
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
           "system": "system"}
@@ -208,19 +209,28 @@ def _visual_category(messages: list[dict], category: str | None) -> str:
     return "interleaved" if images > 1 else "short_visual"
 
 
+def source_records(path: Path, log: DataLog, label: str, kept: list,
+                   max_samples: int | None) -> Iterator[tuple[int, Any]]:
+    """The ``(line, record)`` pairs of a JSON / JSONL source, each counted as read in ``log``;
+    none when the file is missing (reported as bad data); stops once ``kept`` (the caller's
+    samples so far) holds ``max_samples``."""
+    if not path.is_file():
+        log.bad(label, path, None, f"no such file: {path}")
+        return
+    for line, record in json_records(path):
+        if max_samples is not None and len(kept) >= max_samples:
+            return
+        log.read[label] += 1
+        yield line, record
+
+
 def read_llava(path: str | Path, log: DataLog, *, label: str, image_root: str | None = None,
                category: str | None = None, max_samples: int | None = None) -> list[Example]:
     """Read a LLaVA / ShareGPT JSON or JSONL file (see the module docstring)."""
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     out: list[Example] = []
-    if not path.is_file():
-        log.bad(label, path, None, f"no such file: {path}")
-        return out
-    for line, record in json_records(path):
-        if max_samples is not None and len(out) >= max_samples:
-            break
-        log.read[label] += 1
+    for line, record in source_records(path, log, label, out, max_samples):
         try:
             messages = chat_from_record(record, root)
         except BadRecord as exc:
@@ -235,13 +245,7 @@ def read_long_text(path: str | Path, log: DataLog, *, label: str, category: str 
     """Read long-text instruction JSONL: ``messages``, or ``instruction`` (+ ``input``) and ``output``."""
     path = Path(path)
     out: list[Example] = []
-    if not path.is_file():
-        log.bad(label, path, None, f"no such file: {path}")
-        return out
-    for line, record in json_records(path):
-        if max_samples is not None and len(out) >= max_samples:
-            break
-        log.read[label] += 1
+    for line, record in source_records(path, log, label, out, max_samples):
         try:
             if isinstance(record, dict) and "messages" not in record and "instruction" in record:
                 unknown = set(record) - _LONG_FIELDS

@@ -27,7 +27,7 @@ from typing import Any
 from giraffe_core.errors import GiraffeError
 from giraffe_core.resolution import GroupScheme, VisionGeometry, plan_groups
 from training.data.examples import DataLog, Example
-from training.data.readers import BadRecord, chat_from_record, json_records
+from training.data.readers import BadRecord, chat_from_record, source_records
 
 __all__ = ["read_video_qa", "video_frames"]
 
@@ -122,13 +122,7 @@ def read_video_qa(path: str | Path, log: DataLog, *, label: str, frames_dir: Pat
     root = Path(video_root) if video_root else path.parent
     scheme = scheme or GroupScheme()
     out: list[Example] = []
-    if not path.is_file():
-        log.bad(label, path, None, f"no such file: {path}")
-        return out
-    for line, record in json_records(path):
-        if max_samples is not None and len(out) >= max_samples:
-            break
-        log.read[label] += 1
+    for line, record in source_records(path, log, label, out, max_samples):
         try:
             if isinstance(record, BadRecord):
                 raise record
