@@ -36,9 +36,14 @@ Multi-step tasks decide from the page's current state, so they recover after an 
 the password, then clicks Login; ``enter-password`` types the password into the password field,
 then into the verify field, then clicks Submit.
 
+With ``keyboard=True`` a filled-in form is submitted as a keyboard user does: Tab from the field
+just typed into to the form's button, then Enter (the task pages put the button right after the
+last field in the tab order).
+
 Tasks (:data:`MINIWOB_DEMONSTRATED_TASKS`): ``click-test``, ``click-test-2``, ``click-button``,
 ``click-link``, ``click-dialog``, ``focus-text``, ``focus-text-2``, ``enter-text``,
-``enter-text-dynamic``, ``enter-password``, ``login-user``. When what the task needs is not on the
+``enter-text-2`` (the name in all lower or all upper case letters), ``enter-text-dynamic``,
+``enter-password``, ``login-user``. When what the task needs is not on the
 screen (no instruction, no matching element), the reply is a ``fail`` action saying why.
 """
 
@@ -88,6 +93,7 @@ class _Context:
     style: DemoStyle
     previous: Click | Type | KeyPress | None
     to_css: Callable[[float, float, CoordinateSpace], tuple[float, float]]
+    keyboard: bool = False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,6 +169,20 @@ def _fill(field: Element, wanted: str, what: str, ctx: _Context) -> _Intent | No
             return _Intent("type", f"The {what} is focused; I type {wanted!r}.", text=wanted)
         return _Intent("click", f"I click into the {what} to type {wanted!r} there.", field)
     return _Intent("type", f"I type {wanted!r} into the {what}.", field, wanted)
+
+
+def _submit(button: Element, click_thought: str, ctx: _Context) -> _Intent:
+    """Press ``button`` once the form is filled: a click, or with ``keyboard`` Tab from the field
+    just typed into (the button comes next in the page's tab order), then Enter. Elsewhere (e.g.
+    after an interruption, when the focus is unknown) the keyboard mode clicks too."""
+    if ctx.keyboard:
+        previous = ctx.previous
+        if isinstance(previous, KeyPress) and previous.keys == "Tab":
+            return _Intent("key", f"The {button.text} button has the focus; I press Enter.", text="Enter")
+        if isinstance(previous, Type):
+            return _Intent("key", f"The form is filled in; I move the focus to the {button.text} button with Tab.",
+                           text="Tab")
+    return _Intent("click", click_thought, button)
 
 
 def _instruction(elements: list[Element], pattern: str) -> re.Match[str] | _Intent:
@@ -243,7 +263,20 @@ def _enter_text(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     if field is None or submit is None:
         return _fail("the text field or the Submit button is missing")
     step = _fill(field, match.group(1), "text field", ctx)
-    return step or _Intent("click", f"The field holds {match.group(1)!r}; I press Submit.", submit)
+    return step or _submit(submit, f"The field holds {match.group(1)!r}; I press Submit.", ctx)
+
+
+def _enter_text_2(elements: list[Element], query: str, ctx: _Context) -> _Intent:
+    match = _instruction(elements, r'Type "(.*)" in all (lower|upper) case letters in the text input '
+                                   r'and press Submit\.')
+    if isinstance(match, _Intent):
+        return match
+    field, submit = _by_id(elements, "tt"), _by_id(elements, "subbtn")
+    if field is None or submit is None:
+        return _fail("the text field or the Submit button is missing")
+    wanted = match.group(1).lower() if match.group(2) == "lower" else match.group(1).upper()
+    step = _fill(field, wanted, "text field", ctx)
+    return step or _submit(submit, f"The field holds {wanted!r}; I press Submit.", ctx)
 
 
 def _focus_text_2(elements: list[Element], query: str, ctx: _Context) -> _Intent:
@@ -269,7 +302,7 @@ def _enter_password(elements: list[Element], query: str, ctx: _Context) -> _Inte
         return _fail("the password form is incomplete")
     wanted = match.group(1)
     step = _fill(password, wanted, "password field", ctx) or _fill(verify, wanted, "verify password field", ctx)
-    return step or _Intent("click", "Both fields hold the password; I click Submit.", submit)
+    return step or _submit(submit, "Both fields hold the password; I click Submit.", ctx)
 
 
 def _login_user(elements: list[Element], query: str, ctx: _Context) -> _Intent:
@@ -282,7 +315,7 @@ def _login_user(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     if user is None or password is None or login is None:
         return _fail("the login form is incomplete")
     step = _fill(user, match.group(1), "username field", ctx) or _fill(password, match.group(2), "password field", ctx)
-    return step or _Intent("click", "Username and password are filled in; I click Login.", login)
+    return step or _submit(login, "Username and password are filled in; I click Login.", ctx)
 
 
 _TASKS: dict[str, _Solver] = {
@@ -295,6 +328,7 @@ _TASKS: dict[str, _Solver] = {
     "focus-text-2": _focus_text_2,
     "enter-text": _enter_text,
     "enter-text-dynamic": _enter_text,  # the same page and instruction; the answer is a random string
+    "enter-text-2": _enter_text_2,
     "enter-password": _enter_password,
     "login-user": _login_user,
 }
@@ -374,7 +408,7 @@ def _previous_action(request: BackendRequest, space: CoordinateSpace) -> Click |
 
 
 def miniwob_demonstrator(task: str, *, style: DemoStyle = "json", space: CoordinateSpace = "norm1000",
-                         thoughts: bool = True) -> Callable[[BackendRequest], str]:
+                         thoughts: bool = True, keyboard: bool = False) -> Callable[[BackendRequest], str]:
     """A scripted demonstrator of a MiniWoB++ task, for :class:`~giraffe_agent.backends.ScriptedBackend`.
 
     The returned function reads the current observation's DOM elements and the frame's transform
@@ -395,6 +429,11 @@ def miniwob_demonstrator(task: str, *, style: DemoStyle = "json", space: Coordin
             function forms are the action alone (``{"action": "click", "x": 412, "y": 305}``), e.g.
             to train tiny models for which the thought text is only noise; the UI-TARS form keeps
             its ``Thought:`` line either way, since that format requires it.
+        keyboard: submit filled-in forms (``enter-text``, ``enter-text-2``, ``enter-text-dynamic``,
+            ``enter-password``, ``login-user``) with the keyboard: Tab from the field just typed
+            into moves the focus to the form's button, then Enter presses it; no click on the
+            button. A keyboard user's policy, and one that needs no locating of a button whose
+            position varies from episode to episode.
 
     Returns:
         ``(BackendRequest) -> str``.
@@ -421,11 +460,12 @@ def miniwob_demonstrator(task: str, *, style: DemoStyle = "json", space: Coordin
             raise InputError(f"the {task} demonstrator needs the page's DOM elements, and the observation has none",
                              hint="create the environment with BrowserConfig(capture_elements=True)")
         ctx = _Context(style=style, previous=_previous_action(request, space),
-                       to_css=request.transform.to_css)
+                       to_css=request.transform.to_css, keyboard=keyboard)
         intent = solver(list(elements), _query(elements) or "", ctx)
         return _reply(intent, request, style, space, thoughts)
 
     demonstrate.__name__ = f"demonstrate_{task.replace('-', '_')}"
     demonstrate.__doc__ = (f"Scripted {style}-style demonstrator of the MiniWoB++ task {task}"
-                           f"{'' if thoughts or style == 'uitars' else ', without Thought lines'}.")
+                           f"{'' if thoughts or style == 'uitars' else ', without Thought lines'}"
+                           f"{', submitting forms with the keyboard' if keyboard else ''}.")
     return demonstrate

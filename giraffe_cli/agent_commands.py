@@ -94,6 +94,8 @@ def run_command(
                                       "(reads the DOM) instead of a model; records training trajectories"),
     style: str = typer.Option("json", help="the demonstrator's action format: json, function or uitars"),
     thoughts: bool = typer.Option(True, help="the demonstrator writes a Thought line before its action"),
+    keyboard: bool = typer.Option(False, "--keyboard", help="the demonstrator submits filled-in forms with Tab "
+                                  "and Enter instead of clicking the button"),
     agent_config: Path = typer.Option(None, "--agent-config", help="loop settings as JSON (AgentConfig: "
                                       "system_prompt, memory, ...); default: the model directory's agent_config.json"),
     context_length: int = typer.Option(None, help="extend the local model's context to this many tokens"),
@@ -122,6 +124,8 @@ def run_command(
         safety = SafetyPolicy(allowed_domains=tuple(allow_domain), max_steps=max_steps, max_seconds=max_seconds)
         if (demonstrator or seeds) and not miniwob:
             raise typer.BadParameter("--demonstrator and --seeds need --miniwob TASK_NAME")
+        if keyboard and not demonstrator:
+            raise typer.BadParameter("--keyboard is an option of --demonstrator")
         if not miniwob and (not start_url or not task):
             raise typer.BadParameter("give a TASK and --start-url (or --miniwob TASK_NAME)")
         episodes = _seed_range(seeds) if seeds else [seed]
@@ -139,7 +143,8 @@ def run_command(
         if demonstrator:
             from giraffe_agent.demonstrators import miniwob_demonstrator
 
-            script = miniwob_demonstrator(miniwob, style=style, thoughts=thoughts)  # type: ignore[arg-type]
+            script = miniwob_demonstrator(miniwob, style=style, thoughts=thoughts,  # type: ignore[arg-type]
+                                          keyboard=keyboard)
             make_backend: Any = lambda: ScriptedBackend(script, name=f"demonstrator:{style}")  # noqa: E731
         elif endpoint:
             name = served_model or _first_served_model(endpoint)

@@ -167,6 +167,37 @@ def test_the_new_tasks_on_a_synthetic_dom():
     assert parse_action(reply).action.reason == "there is no text field number 4"
 
 
+def test_keyboard_mode_submits_a_filled_form_with_tab_then_enter():
+    """keyboard=True: after the last field is typed into, Tab (to the button), then Enter; when the
+    focus is unknown (no own action just before, e.g. after an interruption) the button is clicked."""
+    demo = miniwob_demonstrator("login-user", keyboard=True, thoughts=False)
+    filled = login_page("keli", "3hI")
+    typed = json.dumps({"action": "type", "text": "3hI", "x": 400, "y": 669})
+    tab = demo(request_for(filled, typed))
+    assert parse_action(tab).action == KeyPress(keys="Tab")
+    assert parse_action(demo(request_for(filled, tab))).action == KeyPress(keys="Enter")
+    unknown = demo(request_for(filled))
+    assert isinstance(parse_action(unknown).action, Click) and lands_on(unknown, filled[5])
+    # the fields are still filled in first, exactly as without the keyboard mode
+    assert parse_action(demo(request_for(login_page()))).action.text == "keli"
+    # UI-TARS writes the keys as hotkeys
+    uitars = miniwob_demonstrator("login-user", style="uitars", keyboard=True)
+    assert uitars(request_for(filled, "Thought: t\nAction: type(content='3hI')")).endswith("Action: hotkey(key='tab')")
+
+
+def test_enter_text_2_types_the_name_in_the_case_asked_for():
+    field = Element("input", "", (7, 70, 128, 21), id="tt")
+    submit = Element("button", "Submit", (2, 110, 80, 31), id="subbtn")
+    for query, wanted in (('Type "KELI" in all lower case letters in the text input and press Submit.', "keli"),
+                          ('Type "keli" in all upper case letters in the text input and press Submit.', "KELI")):
+        ask = Element("div", query, (0, 0, 160, 50), id="query")
+        reply = miniwob_demonstrator("enter-text-2")(request_for([ask, field, submit]))
+        assert parse_action(reply).action.text == wanted and lands_on(reply, field)
+        done = Element("input", "", (7, 70, 128, 21), id="tt", value=wanted)
+        reply = miniwob_demonstrator("enter-text-2")(request_for([ask, done, submit], reply))
+        assert isinstance(parse_action(reply).action, Click) and lands_on(reply, submit)
+
+
 def test_coordinates_in_image_pixels():
     page = login_page("keli", "3hI")
     for style in ("json", "function"):
@@ -224,9 +255,10 @@ def server():
 
 
 def solve(server, tmp_path, task: str, seed: int, style: str = "json", *, env_class=MiniWoBEnv,
-          name: str | None = None, thoughts: bool = True, **config) -> AgentResult:
+          name: str | None = None, thoughts: bool = True, keyboard: bool = False, **config) -> AgentResult:
     env = env_class(task, seed, server, config=BROWSER)
-    backend = ScriptedBackend(miniwob_demonstrator(task, style=style, thoughts=thoughts), name=f"demo-{style}")
+    backend = ScriptedBackend(miniwob_demonstrator(task, style=style, thoughts=thoughts, keyboard=keyboard),
+                              name=f"demo-{style}")
     return Agent(TASK, env, backend, out_dir=tmp_path / (name or f"{task}-{seed}-{style}"),
                  config=CONFIG.model_copy(update=config), safety=SafetyPolicy(max_steps=8),
                  processor=PROCESSOR, tokens=TOKENS).run()
@@ -260,6 +292,8 @@ EPISODES = [
     *[("focus-text-2", seed, style, 1) for seed, style in zip((1, 2, 3), ("function", "json", "uitars"))],
     *[("enter-text-dynamic", seed, style, 2 + (style == "uitars"))
       for seed, style in zip((1, 2, 3), ("uitars", "function", "json"))],
+    *[("enter-text-2", seed, style, 2 + (style == "uitars"))
+      for seed, style in zip((1, 2, 3), ("json", "uitars", "function"))],
 ]
 
 
@@ -283,6 +317,18 @@ def test_the_demonstrator_without_thoughts_solves_the_task(server, tmp_path, tas
     for record in read_run(result.run_dir).steps:
         assert "Thought" not in record.raw_output and "\n" not in record.raw_output
         assert parse_action(record.raw_output).style == style
+
+
+@requires_browser
+@pytest.mark.parametrize(("task", "seed", "fields"), [("enter-text", 14, 1), ("enter-text-2", 14, 1),
+                                                      ("enter-password", 14, 2), ("login-user", 14, 2)])
+def test_the_keyboard_mode_submits_with_tab_and_enter(server, tmp_path, task, seed, fields):
+    """MiniWoB's own reward for a form pressed with the keyboard: typed fields, Tab, Enter."""
+    result = solve(server, tmp_path, task, seed, thoughts=False, keyboard=True)
+    assert_solved(result, "json", fields + 2)
+    actions = [r.action for r in read_run(result.run_dir).steps]
+    assert [a["action"] for a in actions] == ["type"] * fields + ["key", "key"]
+    assert [a["keys"] for a in actions[fields:]] == ["Tab", "Enter"]
 
 
 @requires_browser
