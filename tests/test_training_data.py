@@ -367,6 +367,24 @@ def test_copy_augmentation_replaces_copied_values_everywhere_and_is_deterministi
     assert copied_values(plain) == [] and copy_variants(plain, 3) == []
 
 
+def test_a_value_typed_in_another_case_is_replaced_in_that_case():
+    from training.data import copied_values, copy_variants
+
+    task = {"role": "user", "content": 'Type "KELI" in all lower case letters in the text input and press Submit.\n'}
+    done = [{"role": "assistant", "content": '{"action": "type", "text": "keli", "x": 1, "y": 2}'},
+            {"role": "user", "content": "typed 'keli' at (1, 2) CSS px\n"}]
+    example = Example([task, *done], "e:1", "trajectory", completion='{"action": "key", "keys": "Tab"}')
+    assert copied_values(example) == ["KELI"]
+    for variant in copy_variants(example, 4):
+        new = re.search(r'Type "(\w+)"', variant.messages[0]["content"]).group(1)
+        assert new.isupper() and new != "KELI"
+        assert variant.messages[1]["content"] == f'{{"action": "type", "text": "{new.lower()}", "x": 1, "y": 2}}'
+        assert variant.messages[2]["content"] == f"typed '{new.lower()}' at (1, 2) CSS px\n"
+    mixed = Example([{"role": "user", "content": 'Type "Keli".'}], "e:2", "trajectory",
+                    completion='{"action": "type", "text": "keLI"}')  # not one case throughout: not a copy
+    assert copied_values(mixed) == []
+
+
 def test_copy_drills_are_text_only_variants_with_new_values():
     from training.data import copy_drills, text_only
 

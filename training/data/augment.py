@@ -7,7 +7,9 @@ makes extra samples from one: every double-quoted string of the task text that s
 sample (the target, or an earlier assistant turn of the context) also quotes is replaced, wherever
 it stands quoted (double or single quotes: tool messages such as ``typed 'keli' at ...`` too), in
 every text of the sample and consistently, by random text of the same kind (the same character classes:
-lower, upper, digit, other, position by position; a length within 2 of the original's).
+lower, upper, digit, other, position by position; a length within 2 of the original's). A reply
+may type the value in all lower or all upper case (``Type "KELI" in all lower case letters`` ->
+``"keli"``): that form is replaced by the new value in the same case.
 
 :func:`copy_drills` adds a denser signal: text-only variants of a sample (the task, the earlier
 replies and what they did, the reply; no screenshots, no step headers), each with new values.
@@ -55,14 +57,15 @@ def _replies(example: Example) -> list[str]:
 
 
 def copied_values(example: Example) -> list[str]:
-    """The double-quoted strings of the task text that a reply of ``example`` quotes too (in order)."""
+    """The double-quoted strings of the task text that a reply of ``example`` quotes too, as they
+    are or in all lower or all upper case (in the task's order)."""
     task = _QUOTED.findall(_task_text(example.messages))
     # what the replies quote as a value; a JSON key ("x": 12) is format, not a copy
     quoted_in_replies = {m.group(1) for reply in _replies(example) for m in _STRING.finditer(reply)
                          if not m.group(2) and 0 < len(m.group(1)) <= 64}
     seen: list[str] = []
     for value in task:
-        if value in quoted_in_replies and value not in seen:
+        if quoted_in_replies & {value, value.lower(), value.upper()} and value not in seen:
             seen.append(value)
     return seen
 
@@ -113,6 +116,8 @@ def copy_variants(example: Example, count: int) -> list[Example]:
             while new == value or new in mapping.values():
                 new = _like(value, rng)
             mapping[value] = new
+            for form, new_form in ((value.lower(), new.lower()), (value.upper(), new.upper())):
+                mapping.setdefault(form, new_form)  # the value typed in another case
         messages = [{**m, "content": _swap_content(m["content"], mapping)} if "content" in m else m
                     for m in example.messages]
         completion = _swap(example.completion, mapping) if example.completion is not None else None
