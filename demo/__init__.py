@@ -15,7 +15,7 @@ from demo.build import (
     build_demo,
     write_copy_exercises,
 )
-from demo.card import CARD_FILE, write_model_card
+from demo.card import CARD_FILE, pointed_at, write_model_card
 from demo.run import DEFAULT_TASK, run_demo
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "TRAIN_CONFIG_PATH",
     "TRAIN_SEED_BASE",
     "build_demo",
+    "pointed_at",
     "run_demo",
     "write_copy_exercises",
     "write_model_card",

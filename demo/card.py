@@ -14,13 +14,25 @@ from evals.results import write_text_atomic
 if TYPE_CHECKING:  # pragma: no cover
     from demo.build import BuildResult, DemoConfig
 
-__all__ = ["CARD_FILE", "write_model_card"]
+__all__ = ["CARD_FILE", "pointed_at", "write_model_card"]
 
 CARD_FILE = "README.md"
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f} %"
+
+
+def pointed_at(eval_dir: Path, task: str) -> tuple[int, int]:
+    """``(distinct points, actions with a point)`` over the model's clicks and typed-at positions in
+    the evaluation runs of ``task`` (``eval_dir/runs/TASK/seed-N``): how much WHERE it acts varies."""
+    points = []
+    for trajectory in sorted((eval_dir / "runs" / task).glob("seed-*/trajectory.jsonl")):
+        for line in trajectory.read_text(encoding="utf-8").splitlines():
+            action = (json.loads(line).get("action") or {}) if line.strip() else {}
+            if action.get("x") is not None and action.get("y") is not None:
+                points.append((action["x"], action["y"]))
+    return len(set(points)), len(points)
 
 
 def write_model_card(model_dir: Path, config: DemoConfig, result: BuildResult, report: Any,
@@ -43,10 +55,11 @@ def write_model_card(model_dir: Path, config: DemoConfig, result: BuildResult, r
     rows = "\n".join(
         f"| {t.task} | {t.successes}/{t.episodes} | {_percent(t.success_rate)} | "
         f"{'-' if t.ci95 is None else f'{100 * t.ci95[0]:.0f}-{100 * t.ci95[1]:.0f} %'} | "
-        f"{result.recorded.get(t.task, 0)} |"
+        f"{result.recorded.get(t.task, 0)} | {'{} / {}'.format(*pointed_at(result.eval_dir, t.task))} |"
         for t in report.tasks)
     overall = report.overall
     below = [t.task for t in report.tasks if (t.success_rate or 0) < 0.8]
+
     card = f"""# giraffe-demo-tiny
 
 A tiny Giraffe-architecture model (Qwen2-VL layout: vision tower, merger, {text_config.get("num_hidden_layers")}-layer
@@ -74,7 +87,9 @@ text (MiniWoB's utterance, as MiniWoB++ gives it to agents), not from the screen
   random values and 4 text-only drills (`copy_augment`, `copy_drills`), and half the mixture is
   20,000 copy exercises (`Type "V".` -> the type action with `V`, random distinct characters).
   Without them the model typed values it had memorised (0 % on every typing task); with them its
-  loss drops sharply once it learns to copy (an induction-head phase change).
+  loss drops sharply once it learns to copy (an induction-head phase change). Exercises with
+  repeated characters, made-up names or the recorded values instead kept that change from
+  happening within the budget (docs/decisions.md).
 - {mix_line}
 
 ## Training
@@ -89,10 +104,14 @@ text (MiniWoB's utterance, as MiniWoB++ gives it to agents), not from the screen
 Unseen seeds 0-{config.eval_seeds - 1} per task; success = MiniWoB++'s raw reward above 0; at most
 {config.max_steps} actions; greedy decoding; the screenshot and the instruction only (no DOM).
 
-| task | solved | success | 95 % CI | training demos |
-|---|---|---|---|---|
+| task | solved | success | 95 % CI | training demos | points acted at: distinct / all |
+|---|---|---|---|---|---|
 {rows}
-| **overall** | {overall.successes}/{overall.episodes} | **{_percent(overall.success_rate)}** | | |
+| **overall** | {overall.successes}/{overall.episodes} | **{_percent(overall.success_rate)}** | | | |
+
+The last column counts the distinct (x, y) of the model's clicks and typed-at positions over the
+episodes: a handful for hundreds of actions means it acts at a fixed point per step of a task,
+whatever the screenshot shows.
 
 Reproduce (after `giraffe build-demo --ship`):
 
@@ -104,10 +123,14 @@ giraffe eval miniwob --model demo/model --task-text instruction \\
 ## Limits
 
 {extra_limits}- {"Tasks below 80 %: " + ", ".join(below) + "." if below else "Every task is at or above 80 %."}
-- The tasks were chosen because their layouts are fixed or jittered by a few pixels: a model this
-  small, trained for minutes, learns where things are on these pages and copies the text to type
-  from the instruction. It does not learn to find arbitrary targets on a screen (tasks such as
-  click-test or click-button, whose targets move anywhere, stay near chance in our trials).
+- It does not learn to locate things on the screen. It learns each task's steps, the fixed points
+  where a page's fields and buttons are, and to copy the text to type from the instruction.
+  Where a target moves by more than its own size (enter-text's Submit button, moved by up to
+  40 px; the n-th of three jittered fields in focus-text-2; the close button of a dialog of
+  random size in click-dialog) it clicks where the target is on average and succeeds about as
+  often as that point hits. Tasks whose
+  targets move anywhere (click-test, click-button) stay near chance in our trials. A vision tower
+  trained from scratch in minutes on a CPU does not get there; a pretrained Qwen2-VL does.
 - Built {time.strftime("%Y-%m-%d", time.gmtime())}; the initial weights come from the tiny preset's seed, but
   thread scheduling makes CPU training not bit-exact, so a rebuild gives close, not identical, numbers.
 """

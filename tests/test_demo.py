@@ -70,6 +70,39 @@ def test_giraffe_run_refuses_bad_seed_ranges_and_demonstrators_without_miniwob(t
     no_task = runner.invoke(app, ["run", "do it", "--start-url", "http://127.0.0.1:1/", "--demonstrator",
                                   "--out", str(tmp_path / "y")])
     assert no_task.exit_code != 0 and "--miniwob" in no_task.output
+    keyboard = runner.invoke(app, ["run", "--miniwob", "login-user", "--keyboard", "--out", str(tmp_path / "z")])
+    assert keyboard.exit_code != 0 and "--keyboard is an option of --demonstrator" in keyboard.output
+
+
+def test_copy_exercises_ask_to_type_strings_of_distinct_characters(tmp_path):
+    from demo import AGENT_CONFIG_PATH, write_copy_exercises
+
+    path = write_copy_exercises(tmp_path / "ex.jsonl", count=200, seed=3)
+    chats = [json.loads(line)["messages"] for line in path.read_text().splitlines()]
+    assert len(chats) == 200
+    system = load_agent_config(AGENT_CONFIG_PATH).system_prompt
+    for system_turn, task, reply in chats:
+        value = task["content"].split('"')[1]
+        assert system_turn == {"role": "system", "content": system}
+        assert task["content"] == f'Type "{value}".\n' and 3 <= len(value) <= 12 and len(set(value)) == len(value)
+        assert json.loads(reply["content"]) == {"action": "type", "text": value}
+    assert len({c[1]["content"] for c in chats}) == 200
+    assert path.read_text() == write_copy_exercises(tmp_path / "again.jsonl", count=200, seed=3).read_text()
+
+
+def test_pointed_at_counts_distinct_points_of_the_models_actions(tmp_path):
+    from demo import pointed_at
+
+    runs = tmp_path / "runs" / "enter-text"
+    steps = {0: [{"action": {"action": "type", "text": "a", "x": 444, "y": 421}},
+                 {"action": {"action": "key", "keys": "Tab"}}],
+             1: [{"action": {"action": "type", "text": "b", "x": 444, "y": 421}}, {"action": None},
+                 {"action": {"action": "click", "x": 300, "y": 507}}]}
+    for seed, records in steps.items():
+        (runs / f"seed-{seed}").mkdir(parents=True)
+        (runs / f"seed-{seed}" / "trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert pointed_at(tmp_path, "enter-text") == (2, 3)
+    assert pointed_at(tmp_path, "click-dialog") == (0, 0)
 
 
 @requires_browser
@@ -124,6 +157,7 @@ def test_build_demo_records_trains_evaluates_and_writes_the_card(tmp_path):
     assert load_agent_config(model) == load_agent_config(config.out_dir / "train" / "final")
     card = (model / "README.md").read_text()
     assert "| focus-text-2 |" in card and ("Tasks below 80 %" in card or "Every task" in card)
+    assert "points acted at" in card
     assert load(model).model.config.text_config.hidden_size > 0
     report = json.loads((tmp_path / "build" / "eval" / "results.json").read_text())
     assert report["overall"]["episodes"] == 2 and report["config"]["seeds"] == [0, 1]
