@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
+import string
 import subprocess
 import sys
 import time
@@ -66,7 +68,7 @@ class DemoConfig(BaseModel):
     tasks: tuple[str, ...] = DEMO_TASKS
     episodes: int = Field(300, ge=1, description="recorded demonstrations per task")
     eval_seeds: int = Field(50, ge=1, le=TRAIN_SEED_BASE, description="unseen evaluation seeds per task")
-    jobs: int = Field(2, ge=1, description="`giraffe run` processes recording at once")
+    jobs: int = Field(4, ge=1, description="`giraffe run` processes recording at once (mostly waiting on the browser)")
     max_steps: int = Field(8, ge=1, description="most actions per episode")
     epochs: float | None = Field(None, gt=0, description="training passes (default: demo/train.yaml's)")
     ship: bool = Field(False, description="copy the model to demo/model/ (the one `giraffe demo` runs)")
@@ -136,12 +138,13 @@ def record(config: DemoConfig, progress: Progress | None = None) -> dict[str, in
 
 
 def write_copy_exercises(path: Path, count: int = 20000, seed: int = 0) -> Path:
-    """Write ``count`` copy exercises as long-text chat JSONL: ``Type "V".`` answered by the
-    type action with ``V``: 3-12 random letters and digits, all different, so that the only way
-    to the answer is to copy (what forms the induction heads the typing tasks need)."""
-    import random
-    import string
+    """Write ``count`` copy exercises as long-text chat JSONL: ``Type "V".`` answered by the type
+    action with ``V``: 3-12 random letters and digits, all different, so that the only way
+    to the answer is to copy (what forms the induction heads the typing tasks need).
 
+    Exercises of other strings in their place kept the model from learning to copy in 6,000 steps
+    (random strings with repeats and made-up names; the values the demonstrations typed): see
+    docs/decisions.md."""
     from evals.results import write_text_atomic
 
     rng = random.Random(seed)
