@@ -255,15 +255,20 @@ def _focus_text(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     return _Intent("click", "I click into the text field to focus it.", field)
 
 
+def _text_field_form(elements: list[Element], wanted: str, ctx: _Context) -> _Intent:
+    """The enter-text pages' one text field (``tt``): make it hold ``wanted``, then press Submit."""
+    field, submit = _by_id(elements, "tt"), _by_id(elements, "subbtn")
+    if field is None or submit is None:
+        return _fail("the text field or the Submit button is missing")
+    step = _fill(field, wanted, "text field", ctx)
+    return step or _submit(submit, f"The field holds {wanted!r}; I press Submit.", ctx)
+
+
 def _enter_text(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     match = _instruction(elements, r'Enter "(.*)" into the text field and press Submit\.')
     if isinstance(match, _Intent):
         return match
-    field, submit = _by_id(elements, "tt"), _by_id(elements, "subbtn")
-    if field is None or submit is None:
-        return _fail("the text field or the Submit button is missing")
-    step = _fill(field, match.group(1), "text field", ctx)
-    return step or _submit(submit, f"The field holds {match.group(1)!r}; I press Submit.", ctx)
+    return _text_field_form(elements, match.group(1), ctx)
 
 
 def _enter_text_2(elements: list[Element], query: str, ctx: _Context) -> _Intent:
@@ -271,12 +276,8 @@ def _enter_text_2(elements: list[Element], query: str, ctx: _Context) -> _Intent
                                    r'and press Submit\.')
     if isinstance(match, _Intent):
         return match
-    field, submit = _by_id(elements, "tt"), _by_id(elements, "subbtn")
-    if field is None or submit is None:
-        return _fail("the text field or the Submit button is missing")
     wanted = match.group(1).lower() if match.group(2) == "lower" else match.group(1).upper()
-    step = _fill(field, wanted, "text field", ctx)
-    return step or _submit(submit, f"The field holds {wanted!r}; I press Submit.", ctx)
+    return _text_field_form(elements, wanted, ctx)
 
 
 def _focus_text_2(elements: list[Element], query: str, ctx: _Context) -> _Intent:
