@@ -213,6 +213,23 @@ def test_cli_trains_reports_and_resumes(tmp_path, colours):
     assert missing.exit_code == 2 and "cannot read" in missing.output
 
 
+def test_each_stage_draws_its_samples_with_its_own_ratios(tmp_path, colours):
+    """A curriculum: the first stage only text, the second the mixture's half and half."""
+    from giraffe_cli.app import app
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": str(i)}) + "\n" for i in range(48)))
+    data = {"sources": [{"kind": "llava", "path": str(colours)}, {"kind": "long_text", "path": str(texts)}],
+            "ratios": {"short_visual": 0.5, "long_text": 0.5}, "long_share": None, "concatenate": []}
+    stages = [{"length_tokens": 256, "steps": 1, "ratios": {"long_text": 1.0}}, {"length_tokens": 256, "steps": 1}]
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({**config_dict(tmp_path / "out", colours, stages=stages), "data": data}))
+    report = CliRunner().invoke(app, ["train", str(config), "--report-only", "--json"])
+    assert report.exit_code == 0, report.output
+    shares = [stage["shares"] for stage in json.loads(report.output)["stages"]]
+    assert shares == [{"long_text": 1.0}, {"long_text": 0.5, "short_visual": 0.5}]
+
+
 @pytest.mark.slow
 @requires_browser
 @pytest.mark.skipif(not is_available("miniwob"), reason="needs the MiniWoB++ pages (pip install 'giraffe[miniwob]')")

@@ -50,6 +50,8 @@ def test_shipped_files_are_the_expected_ones():
     ({"data": {"sources": [{"kind": "llava", "path": "x", "imageroot": "y"}]}}, "imageroot"),
     ({"data": {"sources": [{"kind": "long_text", "path": "x"}], "ratios": {"long_text": 0.5}}}, "ratios"),
     ({"stages": [{"length_tokens": 4096}, {"length_tokens": 1024}]}, "stage lengths must not decrease"),
+    ({"stages": [{"length_tokens": 1024, "ratios": {"long_text": 0.7}}]}, "stages.0.ratios"),
+    ({"stages": [{"length_tokens": 1024, "ratios": {"text": 1.0}}]}, "stages.0.ratios.text"),
     ({"model": {"rope": "ropey"}}, "model.rope"),
     ({"data": {"sources": [{"kind": "videos", "path": "x"}]}}, "data.sources.0"),
     ({"tune": {"method": "qlora"}}, "tune.method"),

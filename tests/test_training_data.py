@@ -294,6 +294,23 @@ def test_mixture_shares_long_share_and_held_back():
     assert len(plan_stage(pool, config.model_copy(update={"samples_per_stage": None}), 131072).examples) == 200
 
 
+def test_a_stage_with_its_own_ratios_draws_a_curriculum():
+    """StageConfig.ratios replace the mixture's for that stage (e.g. a first stage of copy exercises
+    only), and the trainer plans each stage with its own."""
+    pool = _synthetic("long_text", [100] * 300) + _synthetic("trajectory", [400] * 100)
+    config = MixtureConfig(sources=[{"kind": "long_text", "path": "x"}], ratios={"long_text": 0.5, "trajectory": 0.5},
+                           long_share=None, concatenate=[])
+    mixed = plan_stage(pool, config, 1024, 0)
+    first = plan_stage(pool, config, 1024, 0, {"long_text": 1.0})
+    tilted = plan_stage(pool, config, 1024, 1, {"long_text": 0.75, "trajectory": 0.25})
+    count = lambda plan, c: sum(e.category == c for e in plan.examples)  # noqa: E731
+    assert (count(mixed, "long_text"), count(mixed, "trajectory")) == (100, 100)  # trajectories are scarce
+    assert (count(first, "long_text"), count(first, "trajectory")) == (300, 0)
+    assert (count(tilted, "long_text"), count(tilted, "trajectory")) == (300, 100)
+    report = MixReport.build([first, tilted], config, DataLog())
+    assert report.stages[0].shares == {"long_text": 1.0} and report.stages[1].shares["long_text"] == 0.75
+
+
 def test_concatenation_joins_whole_samples_with_exact_lengths(encoder):
     chats = [Example([{"role": "user", "content": [{"type": "image", "image": screenshot(80 + 10 * i, 60, seed=i),
                                                      "max_tokens": 8}, {"type": "text", "text": f"Question {i}?"}]},

@@ -139,6 +139,12 @@ Source = Annotated[LlavaSource | HFSource | VideoQASource | LongTextSource | Tra
                    Field(discriminator="kind")]
 
 
+def _check_ratios(ratios: dict[str, float]) -> dict[str, float]:
+    if not ratios or any(v < 0 for v in ratios.values()) or abs(sum(ratios.values()) - 1.0) > 1e-6:
+        raise ValueError(f"ratios must be non-negative and sum to 1, got {ratios}")
+    return ratios
+
+
 class MixtureConfig(_Strict):
     """The ETVLM recipe: sources, category ratios, long share and concatenation."""
 
@@ -157,17 +163,23 @@ class MixtureConfig(_Strict):
     @field_validator("ratios")
     @classmethod
     def _ratios_sum_to_one(cls, ratios: dict[str, float]) -> dict[str, float]:
-        if not ratios or any(v < 0 for v in ratios.values()) or abs(sum(ratios.values()) - 1.0) > 1e-6:
-            raise ValueError(f"ratios must be non-negative and sum to 1, got {ratios}")
-        return ratios
+        return _check_ratios(ratios)
 
 
 class StageConfig(_Strict):
-    """One stage of progressive training: its context length and how long it trains."""
+    """One stage of progressive training: its context length, how long it trains and, for a
+    curriculum, its own category ratios (e.g. a first short stage of mostly one category)."""
 
     length_tokens: int = Field(ge=64, description="stage context length; packed rows never exceed it")
     steps: int | None = Field(None, ge=1, description="optimizer steps (cycling over the data); default: epochs")
     epochs: float = Field(1.0, gt=0, description="passes over the stage's mixture when steps is not set")
+    ratios: dict[Category, float] | None = Field(None, description="this stage's category ratios (sum to 1); "
+                                                 "default: the mixture's ratios")
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, ratios: dict[str, float] | None) -> dict[str, float] | None:
+        return None if ratios is None else _check_ratios(ratios)
 
 
 class ModelConfig(_Strict):

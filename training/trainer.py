@@ -187,7 +187,8 @@ class Trainer:
         log = DataLog(config.data.on_bad_sample)
         examples = read_sources(config.data, self.encoder, max_length_tokens=config.stages[-1].length_tokens,
                                 frames_dir=self.output_dir / "video_frames", log=log)
-        self.plans = [plan_stage(examples, config.data, s.length_tokens, i) for i, s in enumerate(config.stages)]
+        self.plans = [plan_stage(examples, config.data, s.length_tokens, i, s.ratios)
+                      for i, s in enumerate(config.stages)]
         self.report = MixReport.build(self.plans, config.data, log)
         world = self.accelerator.num_processes
         self.schedule = plan_steps(self.plans, config, config.gradient_accumulation_steps * world)

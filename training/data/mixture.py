@@ -14,7 +14,8 @@ Per stage of ``L`` tokens (:func:`plan_stage`):
    tokens minus the dropped system turns.
 3. **Quotas.** ``N`` samples (``samples_per_stage``, or by default the most that uses no sample
    twice: ``min over categories of available / ratio``) are split by ``ratios`` with largest-
-   remainder rounding. When a quota exceeds what a category has, samples are reused (counted).
+   remainder rounding (a stage's own ``ratios``, when it has them, replace the mixture's: a
+   curriculum). When a quota exceeds what a category has, samples are reused (counted).
 4. **Long share.** Of the ``N`` samples, ``round(long_share * N)`` should be longer than
    ``long_threshold_tokens``. Each category can give between ``max(0, n_c - short_c)`` and
    ``min(n_c, long_c)`` long samples; the categories start at their minimum and the rest is spread
@@ -184,8 +185,12 @@ class StagePlan:
     long_target: int | None = None
 
 
-def plan_stage(examples: list[Example], config: MixtureConfig, length_tokens: int, index: int = 0) -> StagePlan:
-    """Draw one stage's samples (see the module docstring for the five steps)."""
+def plan_stage(examples: list[Example], config: MixtureConfig, length_tokens: int, index: int = 0,
+               ratios: dict[str, float] | None = None) -> StagePlan:
+    """Draw one stage's samples (see the module docstring for the five steps).
+
+    ``ratios`` (a stage's own, for a curriculum) replaces ``config.ratios`` for this stage.
+    """
     rng = random.Random(f"{config.seed}:{index}")
     fits = [e for e in examples if e.num_tokens <= length_tokens]
     plan = StagePlan(index, length_tokens, [], held_back=len(examples) - len(fits))
@@ -198,8 +203,9 @@ def plan_stage(examples: list[Example], config: MixtureConfig, length_tokens: in
             rng.shuffle(units)
             pools[category] = concatenate(units, length_tokens)
             plan.joined[category] = (len(units), len(pools[category]))
-    ratios = {c: r for c, r in config.ratios.items() if r > 0 and pools.get(c)}
-    missing = [c for c, r in config.ratios.items() if r > 0 and not pools.get(c)]
+    wanted = config.ratios if ratios is None else ratios
+    ratios = {c: r for c, r in wanted.items() if r > 0 and pools.get(c)}
+    missing = [c for c, r in wanted.items() if r > 0 and not pools.get(c)]
     if missing:
         logger.warning("stage %d (%d tokens): no sample of %s fits; their share goes to the other categories",
                        index, length_tokens, missing)
