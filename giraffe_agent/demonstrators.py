@@ -36,9 +36,11 @@ Multi-step tasks decide from the page's current state, so they recover after an 
 the password, then clicks Login; ``enter-password`` types the password into the password field,
 then into the verify field, then clicks Submit.
 
-With ``keyboard=True`` a filled-in form is submitted as a keyboard user does: Tab from the field
-just typed into to the form's button, then Enter (the task pages put the button right after the
-last field in the tab order).
+With ``keyboard=True`` forms are filled in as a keyboard user does: Tab from the page to the first
+field, type into the focused field, Tab to the next field and finally to the form's button, then
+Enter (the task pages put their fields and the button in that tab order). It reads the focus from
+the DOM (``Element.focused``), so where the focus is not where Tab would come from (e.g. after an
+interruption) it clicks, as without the keyboard mode.
 
 Tasks (:data:`MINIWOB_DEMONSTRATED_TASKS`): ``click-test``, ``click-test-2``, ``click-button``,
 ``click-link``, ``click-dialog``, ``focus-text``, ``focus-text-2``, ``enter-text``,
@@ -171,17 +173,43 @@ def _fill(field: Element, wanted: str, what: str, ctx: _Context) -> _Intent | No
     return _Intent("type", f"I type {wanted!r} into the {what}.", field, wanted)
 
 
-def _submit(button: Element, click_thought: str, ctx: _Context) -> _Intent:
-    """Press ``button`` once the form is filled: a click, or with ``keyboard`` Tab from the field
-    just typed into (the button comes next in the page's tab order), then Enter. Elsewhere (e.g.
-    after an interruption, when the focus is unknown) the keyboard mode clicks too."""
-    if ctx.keyboard:
-        previous = ctx.previous
-        if isinstance(previous, KeyPress) and previous.keys == "Tab":
-            return _Intent("key", f"The {button.text} button has the focus; I press Enter.", text="Enter")
-        if isinstance(previous, Type):
-            return _Intent("key", f"The form is filled in; I move the focus to the {button.text} button with Tab.",
-                           text="Tab")
+def _focused_after(previous: Element | None, elements: list[Element]) -> bool:
+    """Whether the keyboard focus is on ``previous`` (``None``: on no element, i.e. the page body)."""
+    if previous is None:
+        return not any(e.focused for e in elements)
+    return previous.focused
+
+
+def _form(fields: list[tuple[Element, str, str]], button: Element, click_thought: str, elements: list[Element],
+          ctx: _Context) -> _Intent:
+    """The next action of a form: make each field hold its value, in order, then press ``button``.
+
+    ``fields`` are ``(field, wanted, what)`` in the page's tab order, ``button`` right after them.
+    Without ``keyboard`` fields are typed into at their position and the button is clicked. With it
+    the focus moves as a keyboard user moves it: Tab from the page (to the first field) or from the
+    field before, type into the focused field, select-all over a wrong value, and Tab to the button,
+    then Enter. Where the focus is elsewhere (e.g. after an interruption) it clicks, as without.
+    """
+    chain: list[Element | None] = [None, *(f for f, _, _ in fields), button]
+    for i, (field, wanted, what) in enumerate(fields):
+        value = field.value or ""
+        if value == wanted:
+            continue
+        if ctx.keyboard and field.focused:
+            previous = ctx.previous
+            if not value or (isinstance(previous, KeyPress) and previous.keys == _SELECT_ALL):
+                return _Intent("type", f"The {what} has the focus; I type {wanted!r}.", text=wanted)
+            return _Intent("key", f"The {what} holds the wrong text; I select all of it.", text=_SELECT_ALL)
+        if ctx.keyboard and _focused_after(chain[i], elements):
+            return _Intent("key", f"I move the focus to the {what} with Tab.", text="Tab")
+        step = _fill(field, wanted, what, ctx)
+        if step is not None:  # always: the field does not hold its value
+            return step
+    if ctx.keyboard and button.focused:
+        return _Intent("key", f"The {button.text} button has the focus; I press Enter.", text="Enter")
+    if ctx.keyboard and _focused_after(chain[-2], elements) and fields:
+        return _Intent("key", f"The form is filled in; I move the focus to the {button.text} button with Tab.",
+                       text="Tab")
     return _Intent("click", click_thought, button)
 
 
@@ -260,8 +288,7 @@ def _text_field_form(elements: list[Element], wanted: str, ctx: _Context) -> _In
     field, submit = _by_id(elements, "tt"), _by_id(elements, "subbtn")
     if field is None or submit is None:
         return _fail("the text field or the Submit button is missing")
-    step = _fill(field, wanted, "text field", ctx)
-    return step or _submit(submit, f"The field holds {wanted!r}; I press Submit.", ctx)
+    return _form([(field, wanted, "text field")], submit, f"The field holds {wanted!r}; I press Submit.", elements, ctx)
 
 
 def _enter_text(elements: list[Element], query: str, ctx: _Context) -> _Intent:
@@ -302,8 +329,8 @@ def _enter_password(elements: list[Element], query: str, ctx: _Context) -> _Inte
     if password is None or verify is None or submit is None:
         return _fail("the password form is incomplete")
     wanted = match.group(1)
-    step = _fill(password, wanted, "password field", ctx) or _fill(verify, wanted, "verify password field", ctx)
-    return step or _submit(submit, "Both fields hold the password; I click Submit.", ctx)
+    return _form([(password, wanted, "password field"), (verify, wanted, "verify password field")], submit,
+                 "Both fields hold the password; I click Submit.", elements, ctx)
 
 
 def _login_user(elements: list[Element], query: str, ctx: _Context) -> _Intent:
@@ -315,8 +342,8 @@ def _login_user(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     login = _by_id(elements, "subbtn")
     if user is None or password is None or login is None:
         return _fail("the login form is incomplete")
-    step = _fill(user, match.group(1), "username field", ctx) or _fill(password, match.group(2), "password field", ctx)
-    return step or _submit(login, "Username and password are filled in; I click Login.", ctx)
+    return _form([(user, match.group(1), "username field"), (password, match.group(2), "password field")], login,
+                 "Username and password are filled in; I click Login.", elements, ctx)
 
 
 _TASKS: dict[str, _Solver] = {
@@ -430,11 +457,12 @@ def miniwob_demonstrator(task: str, *, style: DemoStyle = "json", space: Coordin
             function forms are the action alone (``{"action": "click", "x": 412, "y": 305}``), e.g.
             to train tiny models for which the thought text is only noise; the UI-TARS form keeps
             its ``Thought:`` line either way, since that format requires it.
-        keyboard: submit filled-in forms (``enter-text``, ``enter-text-2``, ``enter-text-dynamic``,
-            ``enter-password``, ``login-user``) with the keyboard: Tab from the field just typed
-            into moves the focus to the form's button, then Enter presses it; no click on the
-            button. A keyboard user's policy, and one that needs no locating of a button whose
-            position varies from episode to episode.
+        keyboard: fill in forms (``enter-text``, ``enter-text-2``, ``enter-text-dynamic``,
+            ``enter-password``, ``login-user``) with the keyboard: Tab to the first field, type,
+            Tab to the next field, ..., Tab to the form's button, Enter; no click. A keyboard
+            user's policy, and one that needs no locating of fields and buttons whose positions
+            vary from episode to episode. The environment must capture the focus with the elements
+            (:class:`~giraffe_agent.envs.BrowserEnv` does).
 
     Returns:
         ``(BackendRequest) -> str``.
@@ -468,5 +496,5 @@ def miniwob_demonstrator(task: str, *, style: DemoStyle = "json", space: Coordin
     demonstrate.__name__ = f"demonstrate_{task.replace('-', '_')}"
     demonstrate.__doc__ = (f"Scripted {style}-style demonstrator of the MiniWoB++ task {task}"
                            f"{'' if thoughts or style == 'uitars' else ', without Thought lines'}"
-                           f"{', submitting forms with the keyboard' if keyboard else ''}.")
+                           f"{', filling in forms with the keyboard' if keyboard else ''}.")
     return demonstrate

@@ -355,6 +355,9 @@ def test_capture_elements_gives_css_boxes_text_and_values(page):
                           "{ const r = e.getBoundingClientRect(); return [e.id, [r.x, r.y, r.width, r.height]]; }))")
     for element in by_id.values():
         assert list(element.box) == rects[element.id]
+    # the keyboard focus (what a keyboard demonstrator reads): on the input clicked last, only there
+    page.act(Click(**centre((300, 80, 200, 30))), CSS)
+    assert [e.id for e in page.observe().elements if e.focused] == ["other"]
 
 
 def test_elements_leave_the_viewport_when_scrolled(page):

@@ -15,6 +15,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from browser_fixtures import requires_browser
@@ -167,22 +168,40 @@ def test_the_new_tasks_on_a_synthetic_dom():
     assert parse_action(reply).action.reason == "there is no text field number 4"
 
 
-def test_keyboard_mode_submits_a_filled_form_with_tab_then_enter():
-    """keyboard=True: after the last field is typed into, Tab (to the button), then Enter; when the
-    focus is unknown (no own action just before, e.g. after an interruption) the button is clicked."""
+def test_keyboard_mode_fills_a_form_as_a_keyboard_user_does():
+    """keyboard=True: Tab from the page to the first field, type, Tab, type, Tab to the button,
+    Enter, each decided from where the focus is; where it is not where Tab would come from, it
+    clicks (as without the keyboard mode)."""
+    def focus(page: list[Element], element_id: str | None) -> list[Element]:
+        return [replace(e, focused=e.id == element_id and element_id is not None) for e in page]
+
     demo = miniwob_demonstrator("login-user", keyboard=True, thoughts=False)
-    filled = login_page("keli", "3hI")
-    typed = json.dumps({"action": "type", "text": "3hI", "x": 400, "y": 669})
-    tab = demo(request_for(filled, typed))
-    assert parse_action(tab).action == KeyPress(keys="Tab")
-    assert parse_action(demo(request_for(filled, tab))).action == KeyPress(keys="Enter")
-    unknown = demo(request_for(filled))
-    assert isinstance(parse_action(unknown).action, Click) and lands_on(unknown, filled[5])
-    # the fields are still filled in first, exactly as without the keyboard mode
-    assert parse_action(demo(request_for(login_page()))).action.text == "keli"
+    walk = [(focus(login_page(), None), KeyPress(keys="Tab")),
+            (focus(login_page(), "username"), Type(text="keli")),
+            (focus(login_page("keli"), "username"), KeyPress(keys="Tab")),
+            (focus(login_page("keli"), "password"), Type(text="3hI")),
+            (focus(login_page("keli", "3hI"), "password"), KeyPress(keys="Tab")),
+            (focus(login_page("keli", "3hI"), "subbtn"), KeyPress(keys="Enter"))]
+    previous = None
+    for page, expected in walk:
+        reply = demo(request_for(page, previous))
+        assert parse_action(reply).action == expected, (page, reply)
+        previous = reply
+    # a wrong value in the focused field: select all, then type over it
+    wrong = focus(login_page("kelx"), "username")
+    select = demo(request_for(wrong))
+    assert parse_action(select).action == KeyPress(keys="Control+a")
+    assert parse_action(demo(request_for(wrong, select))).action == Type(text="keli")
+    # the focus is not where Tab would come from (on the Login button with the password missing;
+    # on the username field with the form filled in): click the field, click the button
+    lost = demo(request_for(focus(login_page("keli"), "subbtn")))
+    assert parse_action(lost).action.text == "3hI" and lands_on(lost, login_page()[4])
+    filled = focus(login_page("keli", "3hI"), "username")
+    click = demo(request_for(filled))
+    assert isinstance(parse_action(click).action, Click) and lands_on(click, filled[5])
     # UI-TARS writes the keys as hotkeys
     uitars = miniwob_demonstrator("login-user", style="uitars", keyboard=True)
-    assert uitars(request_for(filled, "Thought: t\nAction: type(content='3hI')")).endswith("Action: hotkey(key='tab')")
+    assert uitars(request_for(focus(login_page(), None))).endswith("Action: hotkey(key='tab')")
 
 
 def test_enter_text_2_types_the_name_in_the_case_asked_for():
@@ -321,14 +340,16 @@ def test_the_demonstrator_without_thoughts_solves_the_task(server, tmp_path, tas
 
 @requires_browser
 @pytest.mark.parametrize(("task", "seed", "fields"), [("enter-text", 14, 1), ("enter-text-2", 14, 1),
-                                                      ("enter-password", 14, 2), ("login-user", 14, 2)])
-def test_the_keyboard_mode_submits_with_tab_and_enter(server, tmp_path, task, seed, fields):
-    """MiniWoB's own reward for a form pressed with the keyboard: typed fields, Tab, Enter."""
+                                                      ("enter-text-dynamic", 14, 1), ("enter-password", 14, 2),
+                                                      ("login-user", 14, 2)])
+def test_the_keyboard_mode_fills_the_form_with_tab_type_and_enter(server, tmp_path, task, seed, fields):
+    """MiniWoB's own reward for a form filled in with the keyboard alone: Tab, type, ..., Tab, Enter."""
     result = solve(server, tmp_path, task, seed, thoughts=False, keyboard=True)
-    assert_solved(result, "json", fields + 2)
+    assert_solved(result, "json", 2 * fields + 2)
     actions = [r.action for r in read_run(result.run_dir).steps]
-    assert [a["action"] for a in actions] == ["type"] * fields + ["key", "key"]
-    assert [a["keys"] for a in actions[fields:]] == ["Tab", "Enter"]
+    assert [a["action"] for a in actions] == ["key", "type"] * fields + ["key", "key"]
+    assert [a["keys"] for a in actions if a["action"] == "key"] == ["Tab"] * (fields + 1) + ["Enter"]
+    assert all(a.get("x") is None for a in actions)  # nothing was clicked or typed at a position
 
 
 @requires_browser

@@ -28,6 +28,7 @@ class Element:
         tag: lower-case tag name; ``text``: its visible text (trimmed); ``id``, ``classes``: attributes.
         box: (x, y, width, height) in CSS pixels of the viewport.
         value: current value of inputs, selects and textareas.
+        focused: whether it has the keyboard focus (``document.activeElement``).
     """
 
     tag: str
@@ -36,6 +37,7 @@ class Element:
     id: str = ""
     classes: str = ""
     value: str | None = None
+    focused: bool = False
 
     @property
     def center_css(self) -> tuple[float, float]:

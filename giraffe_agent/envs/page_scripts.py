@@ -64,7 +64,7 @@ ELEMENTS_JS = """
     }
     const classes = typeof el.className === 'string' ? el.className : (el.getAttribute('class') || '');
     out.push({tag, text: clean(text), box: [r.left, r.top, r.width, r.height], id: el.id || '',
-              classes: classes.trim(), value});
+              classes: classes.trim(), value, focused: el === document.activeElement});
     if (out.length >= 5000) break;
   }
   return out;
