@@ -40,7 +40,7 @@ With ``keyboard=True`` forms are filled in as a keyboard user does: Tab from the
 field, type into the focused field, Tab to the next field and finally to the form's button, then
 Enter (the task pages put their fields and the button in that tab order). It reads the focus from
 the DOM (``Element.focused``), so where the focus is not where Tab would come from (e.g. after an
-interruption) it clicks, as without the keyboard mode.
+interruption) it clicks, as without the keyboard mode. ``focus-text`` is then one Tab.
 
 Tasks (:data:`MINIWOB_DEMONSTRATED_TASKS`): ``click-test``, ``click-test-2``, ``click-button``,
 ``click-link``, ``click-dialog``, ``focus-text``, ``focus-text-2``, ``enter-text``,
@@ -280,6 +280,8 @@ def _focus_text(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     field = _by_id(elements, "tt")
     if field is None:
         return _fail("there is no text field")
+    if ctx.keyboard and _focused_after(None, elements):  # Tab from the page focuses its one field
+        return _Intent("key", "I move the focus into the text field with Tab.", text="Tab")
     return _Intent("click", "I click into the text field to focus it.", field)
 
 
@@ -459,7 +461,8 @@ def miniwob_demonstrator(task: str, *, style: DemoStyle = "json", space: Coordin
             its ``Thought:`` line either way, since that format requires it.
         keyboard: fill in forms (``enter-text``, ``enter-text-2``, ``enter-text-dynamic``,
             ``enter-password``, ``login-user``) with the keyboard: Tab to the first field, type,
-            Tab to the next field, ..., Tab to the form's button, Enter; no click. A keyboard
+            Tab to the next field, ..., Tab to the form's button, Enter; no click (and
+            ``focus-text``: Tab into its field). A keyboard
             user's policy, and one that needs no locating of fields and buttons whose positions
             vary from episode to episode. The environment must capture the focus with the elements
             (:class:`~giraffe_agent.envs.BrowserEnv` does).

@@ -199,6 +199,13 @@ def test_keyboard_mode_fills_a_form_as_a_keyboard_user_does():
     filled = focus(login_page("keli", "3hI"), "username")
     click = demo(request_for(filled))
     assert isinstance(parse_action(click).action, Click) and lands_on(click, filled[5])
+    # focus-text: one Tab from the page; a click when something else has the focus
+    ask = Element("div", "Focus into the textbox.", (0, 0, 160, 50), id="query")
+    field, other = Element("input", "", (30, 90, 100, 21), id="tt"), Element("button", "b", (0, 180, 40, 20))
+    focus_text = miniwob_demonstrator("focus-text", keyboard=True)
+    assert parse_action(focus_text(request_for([ask, field, other]))).action == KeyPress(keys="Tab")
+    elsewhere = focus_text(request_for([ask, field, replace(other, focused=True)]))
+    assert isinstance(parse_action(elsewhere).action, Click) and lands_on(elsewhere, field)
     # UI-TARS writes the keys as hotkeys
     uitars = miniwob_demonstrator("login-user", style="uitars", keyboard=True)
     assert uitars(request_for(focus(login_page(), None))).endswith("Action: hotkey(key='tab')")
@@ -350,6 +357,13 @@ def test_the_keyboard_mode_fills_the_form_with_tab_type_and_enter(server, tmp_pa
     assert [a["action"] for a in actions] == ["key", "type"] * fields + ["key", "key"]
     assert [a["keys"] for a in actions if a["action"] == "key"] == ["Tab"] * (fields + 1) + ["Enter"]
     assert all(a.get("x") is None for a in actions)  # nothing was clicked or typed at a position
+
+
+@requires_browser
+def test_the_keyboard_mode_focuses_focus_texts_field_with_one_tab(server, tmp_path):
+    result = solve(server, tmp_path, "focus-text", 14, thoughts=False, keyboard=True)
+    assert_solved(result, "json", 1)
+    assert [r.action for r in read_run(result.run_dir).steps] == [{"action": "key", "keys": "Tab"}]
 
 
 @requires_browser
