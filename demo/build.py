@@ -50,13 +50,17 @@ MODEL_DIR = HERE / "model"
 AGENT_CONFIG_PATH = HERE / AGENT_CONFIG_FILE
 #: the training recipe of the demo model
 TRAIN_CONFIG_PATH = HERE / "train.yaml"
-#: MiniWoB++ tasks the demo model learns (fixed or lightly jittered layouts; see the model card)
-DEMO_TASKS: tuple[str, ...] = ("login-user", "enter-password", "enter-text", "enter-text-dynamic", "focus-text-2",
-                               "click-dialog")
+#: MiniWoB++ tasks the demo model learns: forms it fills in with the keyboard, copying the values
+#: from the task text (see the model card)
+DEMO_TASKS: tuple[str, ...] = ("login-user", "enter-password", "enter-text", "enter-text-dynamic", "enter-text-2",
+                               "focus-text")
 #: training episodes use seeds from here on; evaluation uses 0 .. eval_seeds - 1, never recorded
 TRAIN_SEED_BASE = 1000
 
 Progress = Callable[[str], None]
+
+#: per task's recordings: the demonstrator mode they were recorded in (``{"keyboard": true}``)
+_MODE_FILE = "demonstrator.json"
 
 
 class DemoConfig(BaseModel):
@@ -66,11 +70,16 @@ class DemoConfig(BaseModel):
 
     out_dir: Path = Field(Path("runs/demo-build"), description="everything the build writes")
     tasks: tuple[str, ...] = DEMO_TASKS
-    episodes: int = Field(300, ge=1, description="recorded demonstrations per task")
+    episodes: int = Field(200, ge=1, description="recorded demonstrations per task")
+    keyboard: bool = Field(True, description="the demonstrator fills in forms with the keyboard (Tab, type, "
+                           "Enter) instead of clicking fields and buttons (see giraffe_agent.demonstrators)")
     eval_seeds: int = Field(50, ge=1, le=TRAIN_SEED_BASE, description="unseen evaluation seeds per task")
     jobs: int = Field(4, ge=1, description="`giraffe run` processes recording at once (mostly waiting on the browser)")
     max_steps: int = Field(8, ge=1, description="most actions per episode")
-    epochs: float | None = Field(None, gt=0, description="training passes (default: demo/train.yaml's)")
+    epochs: float | None = Field(None, gt=0, description="training passes of the stages trained by epochs "
+                                 "(default: demo/train.yaml's)")
+    copy_steps: int | None = Field(None, ge=1, description="steps of the curriculum's first stage, copy exercises "
+                                   "only (default: demo/train.yaml's)")
     ship: bool = Field(False, description="copy the model to demo/model/ (the one `giraffe demo` runs)")
 
 
@@ -103,6 +112,7 @@ def _record_task(task: str, config: DemoConfig, recordings: Path) -> tuple[str, 
     command = [sys.executable, "-m", "giraffe_cli", "run", "--miniwob", task, "--demonstrator", "--no-thoughts",
                "--no-report", "--seeds", f"{TRAIN_SEED_BASE}:{TRAIN_SEED_BASE + config.episodes}",
                "--agent-config", str(AGENT_CONFIG_PATH), "--max-steps", str(config.max_steps), "--out", str(out)]
+    command += ["--keyboard"] if config.keyboard else []
     with open(recordings / f"{task}.log", "ab") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
@@ -128,6 +138,14 @@ def record(config: DemoConfig, progress: Progress | None = None) -> dict[str, in
             if seed.isdigit() and int(seed) < TRAIN_SEED_BASE:
                 moved = set_aside(run, recordings / "not-for-training" / task)
                 logger.warning("%s: seed %s is an evaluation seed; moved to %s", task, seed, moved)
+    for task in config.tasks:  # runs of the other demonstrator mode must not mix in: set them aside
+        marker = recordings / task / _MODE_FILE
+        mode = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {"keyboard": False}
+        if mode.get("keyboard") != config.keyboard and any((recordings / task).glob("seed-*")):
+            moved = set_aside(recordings / task, recordings / "other-mode")
+            logger.warning("%s: recorded with keyboard=%s; moved to %s", task, mode.get("keyboard"), moved)
+        (recordings / task).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(marker, {"keyboard": config.keyboard})
     recorded: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=config.jobs) as pool:
         for task, solved in pool.map(lambda t: _record_task(t, config, recordings), config.tasks):
@@ -177,10 +195,12 @@ def train(config: DemoConfig, progress: Progress | None = None) -> tuple[Path, l
                               for task in config.tasks]
     raw["data"]["sources"] += [{**source, "path": str(exercises)} for source in others
                                if source.get("name") == "copy-exercises"]
-    if config.epochs is not None:
+    if config.epochs is not None:  # the stages that train by epochs (a curriculum's short stage keeps its steps)
         for stage in raw["stages"]:
-            stage.pop("steps", None)
-            stage["epochs"] = config.epochs
+            if "steps" not in stage:
+                stage["epochs"] = config.epochs
+    if config.copy_steps is not None and len(raw["stages"]) > 1:  # the first stage is the copy stage
+        raw["stages"][0]["steps"] = config.copy_steps
     train_config = load_config(raw)
 
     def report(info) -> None:  # type: ignore[no-untyped-def]

@@ -46,10 +46,19 @@ def write_model_card(model_dir: Path, config: DemoConfig, result: BuildResult, r
     mix_line = "Mixture: see the training run's mix_report.json."
     if mix_path.is_file():
         mix = json.loads(mix_path.read_text(encoding="utf-8"))
-        stage = mix["stages"][0]
-        mix_line = (f"Mixture per epoch: {stage['samples']:,} samples, {stage['tokens']:,} tokens "
-                    f"({', '.join(f'{c} {v:.0%}' for c, v in stage['shares'].items())}); kept per source: "
+        stages = "; ".join(f"stage {stage['stage'] + 1}: {stage['samples']:,} samples, {stage['tokens']:,} tokens "
+                           f"({', '.join(f'{c} {v:.0%}' for c, v in stage['shares'].items())})"
+                           for stage in mix["stages"])
+        mix_line = (f"Mixture per epoch of each stage: {stages}. Kept per source: "
                     + ", ".join(f"{k} {v:,}" for k, v in mix["data"]["kept"].items()) + ".")
+    if config.keyboard:
+        replies = ('Replies are one JSON action. The demonstrator fills in forms with the keyboard, and so does the '
+                   'model: `{"action": "key", "keys": "Tab"}` to the next field, `{"action": "type", "text": "kI8"}` '
+                   'into the focused one, Tab to the button, then `{"action": "key", "keys": "Enter"}`; '
+                   'focus-text is one Tab.')
+    else:
+        replies = ('Replies are one JSON action, coordinates on the 0-1000 grid of the screenshot, e.g. '
+                   '`{"action": "type", "text": "kI8", "x": 444, "y": 421}`.')
     text_config = model_config.get("text_config", model_config)
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     rows = "\n".join(
@@ -81,15 +90,15 @@ text (MiniWoB's utterance, as MiniWoB++ gives it to agents), not from the screen
 - The demonstrator reads the DOM; the recorded contexts hold only what the model sees at run time:
   the system prompt, the instruction, the newest screenshot (older ones are dropped by the memory
   config in `agent_config.json`) and the model's own earlier actions.
-- Replies are one JSON action, coordinates on the 0-1000 grid of the screenshot, e.g.
-  `{{"action": "type", "text": "kI8", "x": 444, "y": 421}}`.
+- {replies}
 - Copying: a sample whose reply types a value quoted in the task also gets 1 variant with new
-  random values and 4 text-only drills (`copy_augment`, `copy_drills`), and half the mixture is
-  20,000 copy exercises (`Type "V".` -> the type action with `V`, random distinct characters).
-  Without them the model typed values it had memorised (0 % on every typing task); with them its
-  loss drops sharply once it learns to copy (an induction-head phase change). Exercises with
-  repeated characters, made-up names or the recorded values instead kept that change from
-  happening within the budget (docs/decisions.md).
+  random values and 4 text-only drills (`copy_augment`, `copy_drills`), and 20,000 copy exercises
+  (`Type "V".` -> the type action with `V`, random distinct characters) make up a first training
+  stage alone and half of the second stage's samples. Without them the model typed values it had
+  memorised (0 % on every typing task). The model learns to copy in a sudden loss drop (an
+  induction-head phase change); at a learning rate of 2e-3 that drop came late or never
+  (it depended on the data mixture), at 5e-4 on the exercises alone it comes within about 600
+  steps, hence the curriculum (docs/decisions.md).
 - {mix_line}
 
 ## Training

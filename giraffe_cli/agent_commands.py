@@ -94,8 +94,8 @@ def run_command(
                                       "(reads the DOM) instead of a model; records training trajectories"),
     style: str = typer.Option("json", help="the demonstrator's action format: json, function or uitars"),
     thoughts: bool = typer.Option(True, help="the demonstrator writes a Thought line before its action"),
-    keyboard: bool = typer.Option(False, "--keyboard", help="the demonstrator submits filled-in forms with Tab "
-                                  "and Enter instead of clicking the button"),
+    keyboard: bool = typer.Option(False, "--keyboard", help="the demonstrator fills in forms with the keyboard "
+                                  "(Tab, type, Tab, ..., Enter) instead of clicking fields and buttons"),
     agent_config: Path = typer.Option(None, "--agent-config", help="loop settings as JSON (AgentConfig: "
                                       "system_prompt, memory, ...); default: the model directory's agent_config.json"),
     context_length: int = typer.Option(None, help="extend the local model's context to this many tokens"),

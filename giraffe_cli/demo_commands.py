@@ -52,12 +52,14 @@ def demo_command(
 @app.command("build-demo")
 def build_demo_command(
     out: Path = typer.Option(Path("runs/demo-build"), help="where recordings, training, evaluation and model go"),
-    episodes: int = typer.Option(300, min=1, help="recorded demonstrations per task"),
+    episodes: int = typer.Option(200, min=1, help="recorded demonstrations per task"),
     eval_seeds: int = typer.Option(50, min=1, max=1000, help="unseen evaluation seeds per task (0 .. N-1)"),
     tasks: str = typer.Option(None, help="comma-separated MiniWoB++ tasks (default: demo.DEMO_TASKS)"),
     jobs: int = typer.Option(4, min=1, help="`giraffe run` processes recording at once (they mostly wait on "
                              "the browser: 5 recorded about 2x the episodes per minute of 2 on 2 cores)"),
     epochs: float = typer.Option(None, min=0.01, help="training passes (default: demo/train.yaml's)"),
+    keyboard: bool = typer.Option(True, help="demonstrations fill in forms with the keyboard (Tab, type, Enter); "
+                                  "--no-keyboard: clicks"),
     ship: bool = typer.Option(False, "--ship", help="install the result as demo/model (what `giraffe demo` runs)"),
 ) -> None:
     """Record demonstrations, train the tiny model on them, evaluate it on unseen seeds, write its card."""
@@ -70,7 +72,7 @@ def build_demo_command(
     try:
         extra = {"tasks": tuple(t.strip() for t in tasks.split(",") if t.strip())} if tasks else {}
         config = DemoConfig(out_dir=out, episodes=episodes, eval_seeds=eval_seeds, jobs=jobs, epochs=epochs,
-                            ship=ship, **extra)
+                            keyboard=keyboard, ship=ship, **extra)
         result = build_demo(config, progress=lambda line: console.print(escape(line)))
     except (GiraffeError, ValueError, RuntimeError) as exc:
         _fail(exc)

@@ -144,20 +144,32 @@ def test_build_demo_records_trains_evaluates_and_writes_the_card(tmp_path):
 
     lines: list[str] = []
     config = DemoConfig(out_dir=tmp_path / "build", tasks=("focus-text-2",), episodes=3, eval_seeds=2, jobs=1,
-                        epochs=1.0)
+                        epochs=1.0, copy_steps=2)
+    clicked = tmp_path / "build" / "recordings" / "focus-text-2" / "seed-1007"  # an earlier click-mode recording
+    clicked.mkdir(parents=True)
     result = build_demo(config, progress=lines.append)
     assert result.recorded == {"focus-text-2": 3}
+    # the keyboard-mode build set the click-mode recordings aside instead of training on them
+    assert (tmp_path / "build" / "recordings" / "other-mode" / "focus-text-2-1" / "seed-1007").is_dir()
+    task_dir = tmp_path / "build" / "recordings" / "focus-text-2"
+    assert json.loads((task_dir / "demonstrator.json").read_text()) == {"keyboard": True}
+    assert not (task_dir / "seed-1007").exists()
     mix = json.loads((tmp_path / "build" / "train" / "mix_report.json").read_text())
     assert mix["data"]["kept"]["focus-text-2"] == 3 and mix["data"]["kept"]["copy-exercises"] == 20000
-    assert result.samples == mix["stages"][0]["samples"] >= 3
-    assert mix["stages"][0]["shares"] == {"long_text": 0.5, "trajectory": 0.5}
+    # the curriculum: a first stage of copy exercises only (2 steps here), then the mixture
+    assert result.samples == mix["stages"][0]["samples"] + mix["stages"][1]["samples"]
+    assert mix["stages"][0]["shares"] == {"long_text": 1.0} and mix["stages"][1]["samples"] >= 3
+    assert mix["stages"][1]["shares"] == {"long_text": 0.5, "trajectory": 0.5}
+    metrics = [json.loads(line) for line in (tmp_path / "build" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["stage"] for m in metrics][:3] == [0, 0, 1]
     assert len(list((tmp_path / "build" / "recordings" / "focus-text-2").glob("seed-100[0-2]/result.json"))) == 3
     assert set(result.success) == {"focus-text-2", "overall"}
     model = result.model_dir
     assert load_agent_config(model) == load_agent_config(config.out_dir / "train" / "final")
     card = (model / "README.md").read_text()
     assert "| focus-text-2 |" in card and ("Tasks below 80 %" in card or "Every task" in card)
-    assert "points acted at" in card
+    assert "points acted at" in card and '`{"action": "key", "keys": "Tab"}`' in card  # the keyboard build's replies
+    assert "stage 1:" in card and "stage 2:" in card
     assert load(model).model.config.text_config.hidden_size > 0
     report = json.loads((tmp_path / "build" / "eval" / "results.json").read_text())
     assert report["overall"]["episodes"] == 2 and report["config"]["seeds"] == [0, 1]
