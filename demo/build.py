@@ -52,8 +52,7 @@ AGENT_CONFIG_PATH = HERE / AGENT_CONFIG_FILE
 TRAIN_CONFIG_PATH = HERE / "train.yaml"
 #: MiniWoB++ tasks the demo model learns: forms it fills in with the keyboard, copying the values
 #: from the task text (see the model card)
-DEMO_TASKS: tuple[str, ...] = ("login-user", "enter-password", "enter-text", "enter-text-dynamic", "enter-text-2",
-                               "focus-text")
+DEMO_TASKS: tuple[str, ...] = ("login-user", "enter-password", "enter-text", "enter-text-dynamic", "focus-text")
 #: training episodes use seeds from here on; evaluation uses 0 .. eval_seeds - 1, never recorded
 TRAIN_SEED_BASE = 1000
 
@@ -155,24 +154,42 @@ def record(config: DemoConfig, progress: Progress | None = None) -> dict[str, in
     return recorded
 
 
-def write_copy_exercises(path: Path, count: int = 20000, seed: int = 0) -> Path:
-    """Write ``count`` copy exercises as long-text chat JSONL: ``Type "V".`` answered by the type
-    action with ``V``: 3-12 random letters and digits, all different, so that the only way
-    to the answer is to copy (what forms the induction heads the typing tasks need).
+_ORDINALS = ("first", "second", "third")
 
-    Exercises of other strings in their place kept the model from learning to copy in 6,000 steps
-    (random strings with repeats and made-up names; the values the demonstrations typed): see
-    docs/decisions.md."""
+
+def write_copy_exercises(path: Path, count: int = 20000, seed: int = 0) -> Path:
+    """Write ``count`` copy exercises as long-text chat JSONL, answered by the type action with one
+    of the quoted values: ``Type "V".``, or 2-3 quoted values and which one to type (``The values
+    are "A", "B" and "C". Type the second one.`` / ``Type the third of these values: "A", "B",
+    "C".``), a third of each. Values are 3-12 letters and digits, no character twice in an exercise,
+    so the only way to the answer is to copy it by content (induction).
+
+    One value alone teaches a copy that reads from "the quoted value": a model trained on those
+    then typed the password of login-user as its first character followed by the rest of the
+    username (``"DH7"`` -> ``"Denda"``). Several values, the wanted one anywhere among them, leave
+    copying by content as the only way (docs/decisions.md)."""
     from evals.results import write_text_atomic
 
     rng = random.Random(seed)
     system = json.loads(AGENT_CONFIG_PATH.read_text(encoding="utf-8"))["system_prompt"]
     lines = []
-    for _ in range(count):
-        value = "".join(rng.sample(string.ascii_letters + string.digits, rng.randint(3, 12)))
-        reply = json.dumps({"action": "type", "text": value})
+    for i in range(count):
+        n = i % 3 + 1
+        pool = rng.sample(string.ascii_letters + string.digits, 12 * n)
+        values = [pool[12 * k: 12 * k + rng.randint(3, 12)] for k in range(n)]
+        values = ["".join(v) for v in values]
+        wanted = rng.randrange(n)
+        quoted = [f'"{v}"' for v in values]
+        listed = quoted[0] if n == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+        if n == 1:
+            prompt = f"Type {listed}."
+        elif rng.random() < 0.5:
+            prompt = f"The values are {listed}. Type the {_ORDINALS[wanted]} one."
+        else:
+            prompt = f"Type the {_ORDINALS[wanted]} of these values: {', '.join(quoted)}."
+        reply = json.dumps({"action": "type", "text": values[wanted]})
         lines.append(json.dumps({"messages": [{"role": "system", "content": system},
-                                              {"role": "user", "content": f'Type "{value}".\n'},
+                                              {"role": "user", "content": prompt + "\n"},
                                               {"role": "assistant", "content": reply}]}))
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -59,6 +59,21 @@ def write_model_card(model_dir: Path, config: DemoConfig, result: BuildResult, r
     else:
         replies = ('Replies are one JSON action, coordinates on the 0-1000 grid of the screenshot, e.g. '
                    '`{"action": "type", "text": "kI8", "x": 444, "y": 421}`.')
+    clicking = ("Where a target moves by more than its own size (enter-text's Submit button, moved by up to 40 px; "
+                "the n-th of three jittered fields in focus-text-2; the close button of a dialog of random size in "
+                "click-dialog), a model trained on click demonstrations clicks where the target is on average and "
+                "succeeds about as often as that point hits (32-48 % on click-dialog and focus-text-2 in our "
+                "trials; near chance where targets move anywhere, as in click-test and click-button). A vision "
+                "tower trained from scratch in minutes on a CPU does not get there; a pretrained Qwen2-VL does.")
+    if config.keyboard:
+        locating = ("It does not learn to locate things on the screen, and these tasks do not ask it to: it fills "
+                    "in forms with the keyboard, moving between fields with Tab in the page's order, so what it "
+                    "learns is each task's steps (from its own earlier actions in the context) and to copy the "
+                    "text to type from the instruction. The screenshot hardly matters to it. " + clicking)
+    else:
+        locating = ("It does not learn to locate things on the screen. It learns each task's steps, the fixed "
+                    "points where a page's fields and buttons are, and to copy the text to type from the "
+                    "instruction. " + clicking)
     text_config = model_config.get("text_config", model_config)
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     rows = "\n".join(
@@ -93,12 +108,14 @@ text (MiniWoB's utterance, as MiniWoB++ gives it to agents), not from the screen
 - {replies}
 - Copying: a sample whose reply types a value quoted in the task also gets 1 variant with new
   random values and 4 text-only drills (`copy_augment`, `copy_drills`), and 20,000 copy exercises
-  (`Type "V".` -> the type action with `V`, random distinct characters) make up a first training
-  stage alone and half of the second stage's samples. Without them the model typed values it had
-  memorised (0 % on every typing task). The model learns to copy in a sudden loss drop (an
-  induction-head phase change); at a learning rate of 2e-3 that drop came late or never
-  (it depended on the data mixture), at 5e-4 on the exercises alone it comes within about 600
-  steps, hence the curriculum (docs/decisions.md).
+  (one, two or three quoted values of random distinct characters and which one to type -> the
+  type action with it) make up a first training stage alone and half of the second stage's
+  samples. Without them the model typed values it had memorised (0 % on every typing task). The
+  model learns to copy in a sudden loss drop (an induction-head phase change); at a learning rate
+  of 2e-3 that drop came late or never, at 5e-4 on the exercises alone it comes within about
+  1,000 steps, hence the curriculum. Exercises of one value only taught a copy that reads from
+  the first quoted value: that model typed login-user's password as its first character
+  (docs/decisions.md).
 - {mix_line}
 
 ## Training
@@ -132,14 +149,7 @@ giraffe eval miniwob --model demo/model --task-text instruction \\
 ## Limits
 
 {extra_limits}- {"Tasks below 80 %: " + ", ".join(below) + "." if below else "Every task is at or above 80 %."}
-- It does not learn to locate things on the screen. It learns each task's steps, the fixed points
-  where a page's fields and buttons are, and to copy the text to type from the instruction.
-  Where a target moves by more than its own size (enter-text's Submit button, moved by up to
-  40 px; the n-th of three jittered fields in focus-text-2; the close button of a dialog of
-  random size in click-dialog) it clicks where the target is on average and succeeds about as
-  often as that point hits. Tasks whose
-  targets move anywhere (click-test, click-button) stay near chance in our trials. A vision tower
-  trained from scratch in minutes on a CPU does not get there; a pretrained Qwen2-VL does.
+- {locating}
 - Built {time.strftime("%Y-%m-%d", time.gmtime())}; the initial weights come from the tiny preset's seed, but
   thread scheduling makes CPU training not bit-exact, so a rebuild gives close, not identical, numbers.
 """

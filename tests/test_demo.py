@@ -74,20 +74,37 @@ def test_giraffe_run_refuses_bad_seed_ranges_and_demonstrators_without_miniwob(t
     assert keyboard.exit_code != 0 and "--keyboard is an option of --demonstrator" in keyboard.output
 
 
-def test_copy_exercises_ask_to_type_strings_of_distinct_characters(tmp_path):
+def test_copy_exercises_ask_to_type_one_of_their_quoted_values(tmp_path):
+    """One, two or three quoted values (a third each), the wanted one named by its ordinal; no
+    character twice in an exercise, so only copying by content gets the answer."""
+    import re
+
     from demo import AGENT_CONFIG_PATH, write_copy_exercises
 
-    path = write_copy_exercises(tmp_path / "ex.jsonl", count=200, seed=3)
+    path = write_copy_exercises(tmp_path / "ex.jsonl", count=300, seed=3)
     chats = [json.loads(line)["messages"] for line in path.read_text().splitlines()]
-    assert len(chats) == 200
+    assert len(chats) == 300
     system = load_agent_config(AGENT_CONFIG_PATH).system_prompt
+    counts, picked = {1: 0, 2: 0, 3: 0}, set()
     for system_turn, task, reply in chats:
-        value = task["content"].split('"')[1]
         assert system_turn == {"role": "system", "content": system}
-        assert task["content"] == f'Type "{value}".\n' and 3 <= len(value) <= 12 and len(set(value)) == len(value)
-        assert json.loads(reply["content"]) == {"action": "type", "text": value}
-    assert len({c[1]["content"] for c in chats}) == 200
-    assert path.read_text() == write_copy_exercises(tmp_path / "again.jsonl", count=200, seed=3).read_text()
+        text = task["content"]
+        values = re.findall(r'"([^"]*)"', text)
+        counts[len(values)] += 1
+        assert all(3 <= len(v) <= 12 for v in values) and len(set("".join(values))) == len("".join(values))
+        if len(values) == 1:
+            assert text == f'Type "{values[0]}".\n'
+            wanted = 0
+        else:
+            ordinal = re.search(r"(first|second|third)", text).group(1)
+            wanted = ("first", "second", "third").index(ordinal)
+            assert wanted < len(values)
+            picked.add((len(values), wanted))
+        assert json.loads(reply["content"]) == {"action": "type", "text": values[wanted]}
+    assert counts == {1: 100, 2: 100, 3: 100}
+    assert picked == {(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)}  # every position is asked for
+    assert len({c[1]["content"] for c in chats}) == 300
+    assert path.read_text() == write_copy_exercises(tmp_path / "again.jsonl", count=300, seed=3).read_text()
 
 
 def test_pointed_at_counts_distinct_points_of_the_models_actions(tmp_path):
