@@ -17,6 +17,9 @@ One :class:`TrainConfig` describes a whole run::
     optim: {learning_rate: 1.0e-4}
     deepspeed: zero3
 
+A stage may draw with its own ``ratios`` (a curriculum: e.g. ``{length_tokens: 1024, steps: 1200,
+ratios: {long_text: 1.0}}`` first, as ``demo/train.yaml`` does); the others use ``data.ratios``.
+
 Relative paths are relative to the working directory (as in accelerate, TRL and LLaMA-Factory).
 Every shipped YAML under ``training/configs/`` validates (tested). :func:`load_config` turns a
 validation failure into one :class:`~giraffe_core.ConfigError` listing each bad field.
