@@ -173,11 +173,11 @@ def _fill(field: Element, wanted: str, what: str, ctx: _Context) -> _Intent | No
     return _Intent("type", f"I type {wanted!r} into the {what}.", field, wanted)
 
 
-def _focused_after(previous: Element | None, elements: list[Element]) -> bool:
-    """Whether the keyboard focus is on ``previous`` (``None``: on no element, i.e. the page body)."""
-    if previous is None:
+def _has_focus(element: Element | None, elements: list[Element]) -> bool:
+    """Whether the keyboard focus is on ``element`` (``None``: on no element, i.e. the page body)."""
+    if element is None:
         return not any(e.focused for e in elements)
-    return previous.focused
+    return element.focused
 
 
 def _form(fields: list[tuple[Element, str, str]], button: Element, click_thought: str, elements: list[Element],
@@ -200,14 +200,14 @@ def _form(fields: list[tuple[Element, str, str]], button: Element, click_thought
             if not value or (isinstance(previous, KeyPress) and previous.keys == _SELECT_ALL):
                 return _Intent("type", f"The {what} has the focus; I type {wanted!r}.", text=wanted)
             return _Intent("key", f"The {what} holds the wrong text; I select all of it.", text=_SELECT_ALL)
-        if ctx.keyboard and _focused_after(chain[i], elements):
+        if ctx.keyboard and _has_focus(chain[i], elements):
             return _Intent("key", f"I move the focus to the {what} with Tab.", text="Tab")
         step = _fill(field, wanted, what, ctx)
         if step is not None:  # always: the field does not hold its value
             return step
     if ctx.keyboard and button.focused:
         return _Intent("key", f"The {button.text} button has the focus; I press Enter.", text="Enter")
-    if ctx.keyboard and _focused_after(chain[-2], elements) and fields:
+    if ctx.keyboard and _has_focus(chain[-2], elements):
         return _Intent("key", f"The form is filled in; I move the focus to the {button.text} button with Tab.",
                        text="Tab")
     return _Intent("click", click_thought, button)
@@ -280,7 +280,7 @@ def _focus_text(elements: list[Element], query: str, ctx: _Context) -> _Intent:
     field = _by_id(elements, "tt")
     if field is None:
         return _fail("there is no text field")
-    if ctx.keyboard and _focused_after(None, elements):  # Tab from the page focuses its one field
+    if ctx.keyboard and _has_focus(None, elements):  # Tab from the page focuses its one field
         return _Intent("key", "I move the focus into the text field with Tab.", text="Tab")
     return _Intent("click", "I click into the text field to focus it.", field)
 
