@@ -131,14 +131,13 @@ def record(config: DemoConfig, progress: Progress | None = None) -> dict[str, in
     """Record the demonstrations (step 1); returns the successful episodes per task."""
     recordings = config.out_dir / "recordings"
     recordings.mkdir(parents=True, exist_ok=True)
-    for task in config.tasks:  # an evaluation seed must never be trained on: set such runs aside
-        for run in sorted((recordings / task).glob("seed-*")):
+    for task in config.tasks:
+        for run in sorted((recordings / task).glob("seed-*")):  # an evaluation seed must never be trained on
             seed = run.name.removeprefix("seed-")
             if seed.isdigit() and int(seed) < TRAIN_SEED_BASE:
                 moved = set_aside(run, recordings / "not-for-training" / task)
                 logger.warning("%s: seed %s is an evaluation seed; moved to %s", task, seed, moved)
-    for task in config.tasks:  # runs of the other demonstrator mode must not mix in: set them aside
-        marker = recordings / task / _MODE_FILE
+        marker = recordings / task / _MODE_FILE  # runs of the other demonstrator mode must not mix in
         mode = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {"keyboard": False}
         if mode.get("keyboard") != config.keyboard and any((recordings / task).glob("seed-*")):
             moved = set_aside(recordings / task, recordings / "other-mode")
@@ -176,15 +175,13 @@ def write_copy_exercises(path: Path, count: int = 20000, seed: int = 0) -> Path:
     for i in range(count):
         n = i % 3 + 1
         pool = rng.sample(string.ascii_letters + string.digits, 12 * n)
-        values = [pool[12 * k: 12 * k + rng.randint(3, 12)] for k in range(n)]
-        values = ["".join(v) for v in values]
+        values = ["".join(pool[12 * k: 12 * k + rng.randint(3, 12)]) for k in range(n)]
         wanted = rng.randrange(n)
         quoted = [f'"{v}"' for v in values]
-        listed = quoted[0] if n == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
         if n == 1:
-            prompt = f"Type {listed}."
+            prompt = f"Type {quoted[0]}."
         elif rng.random() < 0.5:
-            prompt = f"The values are {listed}. Type the {_ORDINALS[wanted]} one."
+            prompt = f"The values are {', '.join(quoted[:-1])} and {quoted[-1]}. Type the {_ORDINALS[wanted]} one."
         else:
             prompt = f"Type the {_ORDINALS[wanted]} of these values: {', '.join(quoted)}."
         reply = json.dumps({"action": "type", "text": values[wanted]})

@@ -51,14 +51,6 @@ def write_model_card(model_dir: Path, config: DemoConfig, result: BuildResult, r
                            for stage in mix["stages"])
         mix_line = (f"Mixture per epoch of each stage: {stages}. Kept per source: "
                     + ", ".join(f"{k} {v:,}" for k, v in mix["data"]["kept"].items()) + ".")
-    if config.keyboard:
-        replies = ('Replies are one JSON action. The demonstrator fills in forms with the keyboard, and so does the '
-                   'model: `{"action": "key", "keys": "Tab"}` to the next field, `{"action": "type", "text": "kI8"}` '
-                   'into the focused one, Tab to the button, then `{"action": "key", "keys": "Enter"}`; '
-                   'focus-text is one Tab.')
-    else:
-        replies = ('Replies are one JSON action, coordinates on the 0-1000 grid of the screenshot, e.g. '
-                   '`{"action": "type", "text": "kI8", "x": 444, "y": 421}`.')
     clicking = ("Where a target moves by more than its own size (enter-text's Submit button, moved by up to 40 px; "
                 "the n-th of three jittered fields in focus-text-2; the close button of a dialog of random size in "
                 "click-dialog), a model trained on click demonstrations clicks where the target is on average and "
@@ -66,11 +58,17 @@ def write_model_card(model_dir: Path, config: DemoConfig, result: BuildResult, r
                 "trials; near chance where targets move anywhere, as in click-test and click-button). A vision "
                 "tower trained from scratch in minutes on a CPU does not get there; a pretrained Qwen2-VL does.")
     if config.keyboard:
+        replies = ('Replies are one JSON action. The demonstrator fills in forms with the keyboard, and so does the '
+                   'model: `{"action": "key", "keys": "Tab"}` to the next field, `{"action": "type", "text": "kI8"}` '
+                   'into the focused one, Tab to the button, then `{"action": "key", "keys": "Enter"}`; '
+                   'focus-text is one Tab.')
         locating = ("It does not learn to locate things on the screen, and these tasks do not ask it to: it fills "
                     "in forms with the keyboard, moving between fields with Tab in the page's order, so what it "
                     "learns is each task's steps (from its own earlier actions in the context) and to copy the "
                     "text to type from the instruction. The screenshot hardly matters to it. " + clicking)
     else:
+        replies = ('Replies are one JSON action, coordinates on the 0-1000 grid of the screenshot, e.g. '
+                   '`{"action": "type", "text": "kI8", "x": 444, "y": 421}`.')
         locating = ("It does not learn to locate things on the screen. It learns each task's steps, the fixed "
                     "points where a page's fields and buttons are, and to copy the text to type from the "
                     "instruction. " + clicking)

@@ -190,7 +190,7 @@ def _form(fields: list[tuple[Element, str, str]], button: Element, click_thought
     field before, type into the focused field, select-all over a wrong value, and Tab to the button,
     then Enter. Where the focus is elsewhere (e.g. after an interruption) it clicks, as without.
     """
-    chain: list[Element | None] = [None, *(f for f, _, _ in fields), button]
+    tab_from: list[Element | None] = [None, *(f for f, _, _ in fields)]  # where Tab to each field comes from
     for i, (field, wanted, what) in enumerate(fields):
         value = field.value or ""
         if value == wanted:
@@ -200,14 +200,14 @@ def _form(fields: list[tuple[Element, str, str]], button: Element, click_thought
             if not value or (isinstance(previous, KeyPress) and previous.keys == _SELECT_ALL):
                 return _Intent("type", f"The {what} has the focus; I type {wanted!r}.", text=wanted)
             return _Intent("key", f"The {what} holds the wrong text; I select all of it.", text=_SELECT_ALL)
-        if ctx.keyboard and _has_focus(chain[i], elements):
+        if ctx.keyboard and _has_focus(tab_from[i], elements):
             return _Intent("key", f"I move the focus to the {what} with Tab.", text="Tab")
         step = _fill(field, wanted, what, ctx)
         if step is not None:  # always: the field does not hold its value
             return step
     if ctx.keyboard and button.focused:
         return _Intent("key", f"The {button.text} button has the focus; I press Enter.", text="Enter")
-    if ctx.keyboard and _has_focus(chain[-2], elements):
+    if ctx.keyboard and _has_focus(tab_from[-1], elements):  # the last field
         return _Intent("key", f"The form is filled in; I move the focus to the {button.text} button with Tab.",
                        text="Tab")
     return _Intent("click", click_thought, button)

@@ -742,7 +742,7 @@ class BrowserEnv:
                         box=(float(r["box"][0]), float(r["box"][1]), float(r["box"][2]), float(r["box"][3])),
                         id=r["id"], classes=r["classes"],
                         value=None if r["value"] is None else self._redact(str(r["value"])),
-                        focused=bool(r.get("focused")))
+                        focused=bool(r["focused"]))
                 for r in rows]
 
     async def observe(self) -> Observation:
