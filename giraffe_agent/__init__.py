@@ -77,11 +77,13 @@ from giraffe_agent.envs import (
     Observation,
     SharedBrowser,
     SyncBrowserEnv,
+    UnsafeChromiumFlagError,
     find_chromium,
     miniwob_html_dir,
 )
 from giraffe_agent.loop import (
     AGENT_CONFIG_FILE,
+    MAX_AGENT_CONFIG_BYTES,
     Agent,
     AgentConfig,
     AgentResult,
@@ -137,6 +139,12 @@ from giraffe_agent.recording import (
     format_timestamp,
     record,
     thumbnail,
+)
+from giraffe_agent.replay import (
+    MAX_REPLAY_PIXELS,
+    ReplaySetup,
+    replay_environment,
+    replay_setup,
 )
 from giraffe_agent.report import (
     REPORT_FILE,
@@ -233,7 +241,9 @@ __all__ = [
     "INDEX_NAME",
     "KeyPress",
     "LocalBackend",
+    "MAX_AGENT_CONFIG_BYTES",
     "MAX_IMAGE_PX",
+    "MAX_REPLAY_PIXELS",
     "MAX_REPLY_CHARS",
     "META_FILE",
     "MINIWOB_DEMONSTRATED_TASKS",
@@ -259,6 +269,7 @@ __all__ = [
     "Recording",
     "RecordingError",
     "ReplayBackend",
+    "ReplaySetup",
     "RightClick",
     "RiskKind",
     "Run",
@@ -287,6 +298,7 @@ __all__ = [
     "TrajectoryError",
     "Type",
     "UnknownTaskError",
+    "UnsafeChromiumFlagError",
     "UrlGuard",
     "VIDEO_NAME",
     "VideoSource",
@@ -310,6 +322,8 @@ __all__ = [
     "read_run",
     "record",
     "replace_atomic",
+    "replay_environment",
+    "replay_setup",
     "select_frames",
     "set_aside",
     "system_prompt",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from giraffe_agent.actions import Action, CoordinateSpace, Done, Fail, ZoomBack, action_to_json
 from giraffe_agent.backends.base import Backend, BackendRequest, Completion
@@ -38,7 +38,16 @@ from giraffe_core.errors import ConfigError, GiraffeError, InputError
 from giraffe_core.memory import FrameItem, MemoryConfig, RenderedContext, TimelineMemory
 from giraffe_core.resolution import frame_plan
 
-__all__ = ["AGENT_CONFIG_FILE", "Agent", "AgentConfig", "AgentResult", "ApprovalHook", "Status", "load_agent_config"]
+__all__ = [
+    "AGENT_CONFIG_FILE",
+    "Agent",
+    "AgentConfig",
+    "AgentResult",
+    "ApprovalHook",
+    "MAX_AGENT_CONFIG_BYTES",
+    "Status",
+    "load_agent_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,27 +74,44 @@ class AgentConfig(BaseModel):
 
 #: a model directory's own loop settings (system prompt, memory), used when it runs as an agent
 AGENT_CONFIG_FILE = "agent_config.json"
+#: the largest agent config file read (bytes)
+MAX_AGENT_CONFIG_BYTES = 1 << 20
 
 
 def load_agent_config(path: str | Path) -> AgentConfig | None:
     """The :class:`AgentConfig` in ``path``: a JSON file, or a model directory holding
     :data:`AGENT_CONFIG_FILE` (a model trained with its own system prompt and memory ships one).
 
+    A model directory may come from someone else: its file may set prompts, memory and parsing
+    (all :class:`AgentConfig` holds), never a binary, a flag, an allowlist, an endpoint or a path;
+    a file that names anything else, is a link leading out of the directory, or is over
+    :data:`MAX_AGENT_CONFIG_BYTES` is refused before it is parsed.
+
     Returns ``None`` for a directory without one (or a hub id, which is not a local path).
 
     Raises:
-        ConfigError: the file is not valid JSON or not a valid :class:`AgentConfig`.
+        ConfigError: the file is not valid JSON or not a valid :class:`AgentConfig`, is too large,
+            or leads out of its model directory.
     """
     path = Path(path)
     if path.is_dir():
-        path = path / AGENT_CONFIG_FILE
+        directory, path = path, path / AGENT_CONFIG_FILE
+        if path.exists() and not path.resolve().is_relative_to(directory.resolve()):
+            raise ConfigError(f"{path} leads out of its model directory; it is not read",
+                              hint="a model directory's agent config is a plain file inside it")
     if not path.is_file():
         return None
+    if path.stat().st_size > MAX_AGENT_CONFIG_BYTES:
+        raise ConfigError(f"{path} is over {MAX_AGENT_CONFIG_BYTES} bytes; it is not read",
+                          hint="an agent config holds a few AgentConfig fields as JSON")
     try:
-        return AgentConfig.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not a valid agent config: {exc}",
-                          hint="it holds AgentConfig fields as JSON, e.g. {\"system_prompt\": \"...\"}") from exc
+        return AgentConfig.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(the file)"
+        raise ConfigError(f"{path} is not a valid agent config: {where}: {first['msg']}",
+                          hint="it holds AgentConfig fields as JSON (system_prompt, memory, max_new_tokens, "
+                               "...), e.g. {\"system_prompt\": \"...\"}") from exc
 
 
 @dataclass

@@ -34,19 +34,6 @@ def _summary(result: Any) -> None:
     console.print(table)
 
 
-def _environment(spec: dict, *, safety: Any = None, capture_elements: bool = False, server: Any = None) -> Any:
-    """Build the environment a run's metadata describes (``meta.config["env"]``), under ``safety``."""
-    from giraffe_agent.envs.browser import BrowserConfig, BrowserEnv
-
-    browser = BrowserConfig(**{**spec.get("browser", {}), "capture_elements": capture_elements})
-    if spec.get("kind") == "miniwob":
-        from giraffe_agent.envs.miniwob import MiniWoBEnv
-
-        return MiniWoBEnv(spec["task"], spec["seed"], server, config=browser, safety=safety,
-                          episode_seconds=spec.get("episode_seconds", 600.0))
-    return BrowserEnv(spec["start_url"], browser, safety)
-
-
 def _viewport(text: str) -> tuple[int, int]:
     """``"1280x800"`` -> (1280, 800)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
@@ -202,30 +189,42 @@ def run_command(
 def replay_command(
     run_dir: Path = typer.Argument(..., help="a run directory written by `giraffe run`"),
     out: Path = typer.Option(None, help="the new run directory (default: RUN_DIR-replay)"),
+    allow_domain: list[str] = typer.Option([], "--allow-domain", help="an allowed host pattern; repeat "
+                                           "(default: only the recorded start page's host)"),
+    max_steps: int = typer.Option(50, help="most actions"),
+    max_seconds: float = typer.Option(600.0, help="most wall-clock seconds"),
 ) -> None:
-    """Re-execute a recorded run's actions without a model (its recorded raw outputs, in order)."""
+    """Re-execute a recorded run's actions without a model (its recorded raw outputs, in order).
+
+    The run directory may come from someone else: the browser, its flags and the safety policy are
+    yours (these options and your defaults); from the run only the task, the start page, the
+    viewport, the device scale and the loop settings are taken. The rest is listed as recorded,
+    not applied.
+    """
     from giraffe_agent.backends import ReplayBackend
-    from giraffe_agent.loop import Agent, AgentConfig
+    from giraffe_agent.loop import Agent
+    from giraffe_agent.replay import replay_environment, replay_setup
     from giraffe_agent.safety import SafetyPolicy
     from giraffe_agent.trajectory import read_run
     from giraffe_core import GiraffeError
 
     server = None
     try:
-        recorded = read_run(run_dir)
-        spec = recorded.meta.config.get("env") or {"kind": "browser", "start_url": recorded.meta.start_url}
-        if spec.get("kind") == "miniwob":
+        setup = replay_setup(read_run(run_dir).meta)
+        safety = SafetyPolicy(allowed_domains=tuple(allow_domain), max_steps=max_steps, max_seconds=max_seconds)
+        if setup.kind == "miniwob":
             from giraffe_agent.envs.miniwob import MiniWoBServer
 
             server = MiniWoBServer()
-        config = recorded.meta.config
-        safety = SafetyPolicy(**config["safety"]) if "safety" in config else None
-        env = _environment(spec, safety=safety, server=server)  # the recorded allowlist, not the default
-        agent = Agent(recorded.meta.task, env, ReplayBackend(run_dir),
-                      out_dir=out or run_dir.with_name(run_dir.name + "-replay"),
-                      config=AgentConfig(**config["loop"]) if "loop" in config else None, safety=safety)
+        env = replay_environment(setup, safety=safety, server=server)
+        if setup.not_applied:
+            console.print(f"recorded, not applied ({len(setup.not_applied)}):", soft_wrap=True)
+            for item in setup.not_applied:
+                console.print(f"  {item}", soft_wrap=True, markup=False, highlight=False)
+        agent = Agent(setup.task, env, ReplayBackend(run_dir),
+                      out_dir=out or run_dir.with_name(run_dir.name + "-replay"), config=setup.loop, safety=safety)
         result = agent.run()
-    except (GiraffeError, ValueError, KeyError) as exc:
+    except (GiraffeError, ValueError) as exc:
         _fail(exc)
         return
     finally:

@@ -13,6 +13,12 @@ from giraffe_agent.envs.browser import (
     SyncBrowserEnv,
 )
 from giraffe_agent.envs.chromium import SYSTEM_NAMES, ChromiumInfo, find_chromium
+from giraffe_agent.envs.chromium_flags import (
+    SAFETY_CHROMIUM_ARGS,
+    UnsafeChromiumFlagError,
+    check_chromium_args,
+    launch_args,
+)
 from giraffe_agent.envs.miniwob import MINIWOB_VIEWPORT, MiniWoBEnv, MiniWoBServer, miniwob_html_dir
 from giraffe_agent.envs.proxy import AllowlistProxy
 
@@ -32,9 +38,13 @@ __all__ = [
     "MiniWoBEnv",
     "MiniWoBServer",
     "Observation",
+    "SAFETY_CHROMIUM_ARGS",
     "SYSTEM_NAMES",
     "SharedBrowser",
     "SyncBrowserEnv",
+    "UnsafeChromiumFlagError",
+    "check_chromium_args",
     "find_chromium",
+    "launch_args",
     "miniwob_html_dir",
 ]

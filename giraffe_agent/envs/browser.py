@@ -86,7 +86,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from giraffe_agent.actions import (
     Action,
@@ -109,6 +109,7 @@ from giraffe_agent.actions import (
 from giraffe_agent.coords import CoordinateTransform
 from giraffe_agent.envs.base import ActResult, Element, Observation
 from giraffe_agent.envs.chromium import find_chromium
+from giraffe_agent.envs.chromium_flags import DEFAULT_CHROMIUM_ARGS, launch_args
 from giraffe_agent.envs.page_scripts import ELEMENTS_JS, PROBE_JS, SELECT_JS, TIMER_INIT_JS
 from giraffe_agent.envs.proxy import AllowlistProxy, short
 from giraffe_agent.safety import SafetyError, SafetyPolicy, SecretError, Secrets
@@ -143,17 +144,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: flags passed to Chromium by default (Playwright adds its own automation flags, and
-#: ``--no-sandbox`` unless ``BrowserConfig.sandbox``)
-DEFAULT_CHROMIUM_ARGS: tuple[str, ...] = (
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-smooth-scrolling",
-    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
-)
-
 _AGENT_LOOP_ACTIONS = (ZoomBack, Done, Fail)
 #: requests that settling waits for: what changes the rendered page. Streams that may never end
 #: (eventsource, websocket, media), beacons, prefetches and the like are not waited for.
@@ -187,7 +177,12 @@ class BrowserConfig(BaseModel):
         headless: run without a window.
         executable_path: the Chromium to launch; ``None`` = auto (GIRAFFE_CHROMIUM, Playwright's
             own, a system one).
-        chromium_args: command-line flags for Chromium.
+        chromium_args: command-line flags added to :data:`DEFAULT_CHROMIUM_ARGS` (never replacing
+            them); flags that undo a safeguard (command prefixes, proxy, resolver and WebRTC
+            overrides, ``--disable-web-security``, ...) raise
+            :class:`~giraffe_agent.envs.chromium_flags.UnsafeChromiumFlagError` when the config is made.
+        allow_unsafe_chromium_args: accept such flags anyway (the user's explicit choice; never
+            set it for flags from someone else's run or model directory).
         sandbox: Chromium's own sandbox (off by default, as in Playwright; it cannot run as root).
         launch_timeout_s: launching Chromium.
         navigation_timeout_s: ``start``, ``goto`` and ``back`` until the new page commits.
@@ -212,7 +207,8 @@ class BrowserConfig(BaseModel):
     device_scale_factor: float = Field(1.0, gt=0, le=8, allow_inf_nan=False)
     headless: bool = True
     executable_path: str | None = None
-    chromium_args: tuple[str, ...] = DEFAULT_CHROMIUM_ARGS
+    chromium_args: tuple[str, ...] = ()
+    allow_unsafe_chromium_args: bool = False
     sandbox: bool = False
     launch_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     navigation_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
@@ -230,6 +226,11 @@ class BrowserConfig(BaseModel):
     download_dir: Path | None = None
     drag_steps: int = Field(10, ge=1, le=1000)
     max_events: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check_flags(self) -> BrowserConfig:
+        launch_args(self.chromium_args, allow_unsafe=self.allow_unsafe_chromium_args)  # raises when refused
+        return self
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,8 @@ async def _launch(pw: Playwright, config: BrowserConfig, proxy: dict[str, str] |
     path, source = _resolve_chromium(pw, config)
     try:
         browser = await pw.chromium.launch(
-            executable_path=path, headless=config.headless, args=list(config.chromium_args),
+            executable_path=path, headless=config.headless,
+            args=launch_args(config.chromium_args, allow_unsafe=config.allow_unsafe_chromium_args),
             chromium_sandbox=config.sandbox, proxy=proxy, timeout=config.launch_timeout_s * 1000)
     except PlaywrightError as exc:
         raise BrowserError(f"Chromium at {path} ({source}) failed to start: {_first_line(exc)}",

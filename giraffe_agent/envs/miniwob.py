@@ -21,6 +21,7 @@ import functools
 import importlib.util
 import json
 import logging
+import re
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,6 +50,10 @@ _HIDE_HUD_JS = (
     " s.textContent = '#reward-display, #click-canvas, #attention-canvas { display: none !important; }';"
     " document.head.appendChild(s); })();"
 )
+
+
+#: a MiniWoB++ task name: the file name of its page without ``.html`` (no path, no dots)
+_TASK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 
 def miniwob_html_dir() -> Path:
@@ -82,7 +87,7 @@ class MiniWoBServer:
 
     def url(self, task: str) -> str:
         """URL of a task such as ``"click-button"``."""
-        if not (self.html_dir / "miniwob" / f"{task}.html").is_file():
+        if not _TASK_NAME.fullmatch(task) or not (self.html_dir / "miniwob" / f"{task}.html").is_file():
             raise InputError(f"unknown MiniWoB++ task {task!r}",
                              hint=f"tasks are the file names in {self.html_dir / 'miniwob'} without .html")
         return f"{self.base_url}miniwob/{task}.html"
