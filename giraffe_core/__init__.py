@@ -26,6 +26,7 @@ from giraffe_core.engine import (
 )
 from giraffe_core.errors import ConfigError, GiraffeError, InputError, MissingExtraError, ModelLoadError
 from giraffe_core.frames import (
+    MAX_IMAGE_PIXELS,
     ChatLayout,
     ModelInputs,
     build_inputs,
@@ -73,6 +74,7 @@ __all__ = [
     "GiraffeError",
     "GroupScheme",
     "InputError",
+    "MAX_IMAGE_PIXELS",
     "MROPE_PLUS_PLUS",
     "MemoryConfig",
     "MissingExtraError",

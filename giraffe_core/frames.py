@@ -40,7 +40,24 @@ from giraffe_core.errors import InputError
 from giraffe_core.positions import VisionTokenIds, rope_index
 from giraffe_core.resolution import ResolutionPlan, VisionGeometry, plan_tiers
 
-__all__ = ["ChatLayout", "ModelInputs", "build_inputs", "encode_images", "image_parts", "layout_chat", "load_image"]
+__all__ = ["MAX_IMAGE_PIXELS", "ChatLayout", "ModelInputs", "build_inputs", "encode_images", "image_parts",
+           "layout_chat", "load_image"]
+
+#: most pixels (width x height) of an image read from a file or bytes, checked from its header
+#: before any pixel is decoded: 64 Mpx (an 8K screen is 33 Mpx); a 22 KB PNG can otherwise
+#: declare 12000 x 12000 pixels and take 1.5 GB to decode
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+def _admit(image: Image.Image, source: Any) -> Image.Image:
+    """``image`` (opened, not decoded) when its header's size is within :data:`MAX_IMAGE_PIXELS`."""
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise InputError(f"image {str(source)[:80]!r} is {width}x{height} pixels, over the limit of "
+                         f"{MAX_IMAGE_PIXELS} pixels; it was not decoded",
+                         hint="downscale it first (giraffe_core.frames.MAX_IMAGE_PIXELS is the limit)")
+    return image
 
 
 def load_image(source: Any) -> Image.Image:
@@ -49,9 +66,9 @@ def load_image(source: Any) -> Image.Image:
         if isinstance(source, Image.Image):
             image = source
         elif isinstance(source, (str, Path)):
-            image = Image.open(source)
+            image = _admit(Image.open(source), source)
         elif isinstance(source, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(source))
+            image = _admit(Image.open(io.BytesIO(source)), "<bytes>")
         elif isinstance(source, np.ndarray):
             if source.ndim != 3 or source.shape[2] not in (3, 4) or source.dtype != np.uint8:
                 raise InputError(f"an image array must be (H, W, 3|4) uint8, got {source.shape} {source.dtype}")
@@ -60,7 +77,7 @@ def load_image(source: Any) -> Image.Image:
             raise InputError(f"cannot read an image from a {type(source).__name__}",
                              hint="pass a PIL image, a file path, PNG/JPEG bytes or an (H, W, 3) uint8 array")
         return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image {str(source)[:80]!r}: {exc}") from exc
 
 
@@ -162,10 +179,10 @@ def _open_image(source: Any) -> Image.Image:
         return source
     try:
         if isinstance(source, (str, Path)):
-            return Image.open(source)
+            return _admit(Image.open(source), source)
         if isinstance(source, (bytes, bytearray)):
-            return Image.open(io.BytesIO(source))
-    except (OSError, UnidentifiedImageError) as exc:
+            return _admit(Image.open(io.BytesIO(source)), "<bytes>")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read image {str(source)[:80]!r}: {exc}") from exc
     return load_image(source)
 

@@ -301,3 +301,26 @@ def test_placeholder_text_in_a_message_is_an_input_error(tiny_engine):
     chat = [{"role": "user", "content": "look: <|image_pad|>"}]
     with pytest.raises(InputError, match="placeholders"):
         tiny_engine.prepare(chat)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_image_size_is_checked_before_any_pixel_is_decoded(tmp_path):
+    """A 1-bit PNG of 12000 x 12000 pixels is ~20 KB on disk and 430 MB as RGB: refused from its header."""
+    from giraffe_core.frames import MAX_IMAGE_PIXELS, _open_image
+
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buffer, format="PNG")
+    bomb = buffer.getvalue()
+    assert len(bomb) < 100_000 and 12000 * 12000 > MAX_IMAGE_PIXELS
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    for source in (bomb, tmp_path / "bomb.png", str(tmp_path / "bomb.png")):
+        for opener in (load_image, _open_image):
+            with pytest.raises(InputError, match="12000x12000"):
+                opener(source)
+    small = io.BytesIO()
+    Image.new("1", (100, 100)).save(small, format="PNG")  # control: the same kind of file, within the limit
+    assert load_image(small.getvalue()).size == (100, 100)
+    huge = io.BytesIO()  # past Pillow's own bomb limit (2 x 89 Mpx): still a typed error, not Pillow's
+    Image.new("1", (20000, 20000)).save(huge, format="PNG")
+    with pytest.raises(InputError):
+        load_image(huge.getvalue())
