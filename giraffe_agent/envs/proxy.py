@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import ipaddress
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from giraffe_agent.safety import UrlGuard
 
-__all__ = ["AllowlistProxy"]
+__all__ = ["AllowlistProxy", "BadRequest", "ProxyRequest", "parse_head"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +43,103 @@ _HEAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 16
 
 
+#: a request line: a method token, a target of visible ASCII, the HTTP version (RFC 9112 section 3)
+_REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
+#: a header field line: a name token, a colon, a value without CR, LF or NUL (no obsolete line folding)
+_HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*")
+#: a DNS name in ASCII (IDNA already applied by the browser): labels of 1 to 63 characters
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?")
+
+
+class BadRequest(ValueError):
+    """A request head the proxy answers with 400 Bad Request; the message says what is malformed."""
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """A parsed request head.
+
+    Attributes:
+        method: the method as sent (``CONNECT`` opens a tunnel).
+        target: the request target as sent (``host:port`` for CONNECT, an absolute http URL otherwise).
+        version: ``HTTP/1.1`` or the like.
+        host, port: where the request goes (a DNS name or an IP address without brackets; 1..65535).
+        path: the origin-form path and query to send upstream (``""`` for CONNECT).
+        headers: the end-to-end header lines to forward (hop-by-hop ones removed).
+    """
+
+    method: str
+    target: str
+    version: str
+    host: str
+    port: int
+    path: str
+    headers: tuple[bytes, ...]
+
+    @property
+    def is_connect(self) -> bool:
+        """True for a ``CONNECT`` tunnel."""
+        return self.method.upper() == "CONNECT"
+
+
+def _valid_host(host: str) -> bool:
+    """True for an IP address or an ASCII DNS name (what the proxy may ever connect to)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return _HOST_NAME.fullmatch(host) is not None
+
+
 def _split_authority(authority: str) -> tuple[str, int] | None:
     """``host:port`` or ``[v6]:port`` -> (host, port); ``None`` when malformed."""
     if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
+        host, bracket, rest = authority[1:].partition("]")
+        port_text = rest[1:] if bracket and rest.startswith(":") else ""
     else:
         host, _, port_text = authority.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         return None
     return host, int(port_text)
+
+
+def _absolute_http(target: str) -> tuple[str, int, str]:
+    """An absolute ``http://`` URL -> (host, port, origin-form path). Raises :class:`BadRequest`."""
+    try:
+        parts = urlsplit(target)
+        host, port = parts.hostname, parts.port or 80  # .port raises on a port out of range
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"...
+        raise BadRequest(f"malformed URL ({exc})") from exc
+    if parts.scheme.lower() != "http" or not host:
+        raise BadRequest("this proxy takes absolute http:// URLs and CONNECT")
+    return host, port, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def parse_head(head: bytes) -> ProxyRequest:
+    """Parse a request head (request line and header lines, the blank line excluded or included).
+
+    Raises:
+        BadRequest: anything malformed: the request line, a header line, the target, its host or port.
+    """
+    request_line, _, header_block = head.removesuffix(b"\r\n\r\n").partition(b"\r\n")
+    match = _REQUEST_LINE.fullmatch(request_line.decode("latin-1"))
+    if match is None:
+        raise BadRequest("malformed request line")
+    method, target, version = match.groups()
+    lines = header_block.split(b"\r\n") if header_block else []
+    if any(_HEADER_LINE.fullmatch(line) is None for line in lines):
+        raise BadRequest("malformed header line")
+    if method.upper() == "CONNECT":
+        authority = _split_authority(target)
+        if authority is None:
+            raise BadRequest("malformed CONNECT target")
+        (host, port), path = authority, ""
+    else:
+        host, port, path = _absolute_http(target)
+    if not _valid_host(host):
+        raise BadRequest("malformed host")
+    headers = tuple(line for line in lines if line.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS)
+    return ProxyRequest(method, target, version, host, port, path, headers)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -110,17 +201,20 @@ class AllowlistProxy:
         try:
             await self._handle(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError):
-            pass
+            pass  # a side went away, never finished its head, or sent an upstream head over the limit: close
         except asyncio.CancelledError:
             pass
+        except Exception:  # a bug: logged, this connection closed, the proxy keeps serving the others
+            logger.exception("safety proxy: unexpected error on a connection; closed it")
         finally:
             _close(writer)
             if task is not None:
                 self._tasks.discard(task)  # type: ignore[arg-type]
 
     async def _reply(self, writer: asyncio.StreamWriter, status: int, reason: str, text: str) -> None:
+        """Answer ``status`` with a small HTML page saying ``text`` (escaped), then the connection closes."""
         body = (f"<!doctype html><title>{status} {reason}</title><h1>{reason}</h1>"
-                f"<p>{text}</p>").encode()
+                f"<p>{html.escape(text)}</p>").encode()
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
         await writer.drain()
@@ -136,58 +230,53 @@ class AllowlistProxy:
         return await asyncio.wait_for(asyncio.open_connection(host, port, limit=_HEAD_LIMIT),
                                       self._connect_timeout_s)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
-        request_line, _, header_block = head[:-4].partition(b"\r\n")
-        fields = request_line.decode("latin-1").split(" ")
-        if len(fields) != 3:
-            await self._reply(writer, 400, "Bad Request", "malformed request line")
-            return
-        method, target, version = fields
-        if method.upper() == "CONNECT":
-            authority = _split_authority(target)
-            if authority is None:
-                await self._reply(writer, 400, "Bad Request", "malformed CONNECT target")
-                return
-            host, port = authority
-            if reason := self._refuse_reason(host, port, f"connection to {target}"):
-                await self._reply(writer, 403, "Forbidden", f"Blocked by the safety policy: {target} is {reason}.")
-                return
-            try:
-                up_reader, up_writer = await self._open(host, port)
-            except (OSError, asyncio.TimeoutError) as exc:
-                await self._reply(writer, 502, "Bad Gateway", f"could not connect to {target}: {exc}")
-                return
-            try:
-                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-                await writer.drain()
-                await self._tunnel(reader, writer, up_reader, up_writer)
-            finally:
-                _close(up_writer)
-            return
+    async def _read_head(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> ProxyRequest | None:
+        """The client's parsed request head, or ``None`` after answering 400 or 431 (malformed, too long)."""
         try:
-            parts = urlsplit(target)
-            host, port = parts.hostname, parts.port or 80
-        except ValueError:
-            host, port = None, 0
-        if parts.scheme.lower() != "http" or not host:
-            await self._reply(writer, 400, "Bad Request", "this proxy takes absolute http:// URLs and CONNECT")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
+        except asyncio.LimitOverrunError:
+            await self._reply(writer, 431, "Request Header Fields Too Large",
+                              f"the request head is over {_HEAD_LIMIT} bytes")
+            return None
+        try:
+            return parse_head(head)
+        except BadRequest as exc:
+            await self._reply(writer, 400, "Bad Request", str(exc))
+            return None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await self._read_head(reader, writer)
+        if request is None:
             return
-        if reason := self._refuse_reason(host, port, f"request to {target}"):
-            await self._reply(writer, 403, "Forbidden", f"Blocked by the safety policy: {host}:{port} is {reason}.")
+        host, port, target = request.host, request.port, request.target
+        what = f"connection to {target}" if request.is_connect else f"request to {target}"
+        if reason := self._refuse_reason(host, port, what):
+            shown = short(target if request.is_connect else f"{host}:{port}")
+            await self._reply(writer, 403, "Forbidden", f"Blocked by the safety policy: {shown} is {reason}.")
             return
         try:
             up_reader, up_writer = await self._open(host, port)
         except (OSError, asyncio.TimeoutError) as exc:
-            await self._reply(writer, 502, "Bad Gateway", f"could not connect to {host}:{port}: {exc}")
+            await self._reply(writer, 502, "Bad Gateway", f"could not connect to {short(f'{host}:{port}')}: {exc}")
             return
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = [line for line in header_block.split(b"\r\n")
-                   if line and line.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS]
+        try:
+            if request.is_connect:
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                await writer.drain()
+                await self._tunnel(reader, writer, up_reader, up_writer)
+            else:
+                await self._forward(request, reader, writer, up_reader, up_writer)
+        finally:
+            _close(up_writer)
+
+    @staticmethod
+    async def _forward(request: ProxyRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        """Send a plain http request upstream with ``Connection: close``, copy the answer back."""
         upload: asyncio.Task[None] | None = None
         try:
-            up_writer.write(f"{method} {path} {version}\r\n".encode("latin-1")
-                            + b"\r\n".join([*headers, b"Connection: close"]) + b"\r\n\r\n")
+            up_writer.write(f"{request.method} {request.path} {request.version}\r\n".encode("latin-1")
+                            + b"\r\n".join([*request.headers, b"Connection: close"]) + b"\r\n\r\n")
             await up_writer.drain()
             upload = asyncio.ensure_future(_copy(reader, up_writer))  # a request body, if any
             response_head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
@@ -200,7 +289,6 @@ class AllowlistProxy:
             if upload is not None:
                 upload.cancel()
                 await asyncio.gather(upload, return_exceptions=True)
-            _close(up_writer)
 
     @staticmethod
     async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
