@@ -12,16 +12,25 @@ a model position goes through the frame's stored
 :class:`~giraffe_agent.coords.CoordinateTransform` (``to_screenshot``), rescaled when the stored
 PNG is not exactly ``transform.screenshot_px``. Everything from the run (model output, titles,
 URLs, messages) is HTML-escaped.
+
+A run directory may come from someone else, so nothing in it can crash the report or make it
+unbounded: a frame's file size and pixel count are checked before it is decoded (only PNG, JPEG
+and WebP are opened), a frame over the limits or that does not decode is named instead of shown,
+the thumbnails together embed at most :data:`MAX_EMBEDDED_BYTES`, long model outputs are cut,
+and an impossible geometry (a 0x0 viewport) or time draws no overlay or date instead of raising.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
 import logging
+import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +44,20 @@ __all__ = ["REPORT_FILE", "overlay_points", "write_report"]
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-#: width of the embedded thumbnails, pixels
+#: largest width and height of an embedded thumbnail, pixels
 THUMB_WIDTH = 960
+THUMB_MAX_HEIGHT = 2400
+#: largest frame file decoded, bytes, and largest frame decoded, pixels (a 4K screen at 2x is 33 M)
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_FRAME_PIXELS = 40_000_000
+#: the thumbnails of one report together embed at most this many bytes (base64 excluded)
+MAX_EMBEDDED_BYTES = 64 * 1024 * 1024
+#: longest model output shown per step, characters
+MAX_SHOWN_CHARS = 20_000
+#: the image formats a frame may have (what the SDK writes, and JPEG/WebP); others are not decoded
+FRAME_FORMATS = ("PNG", "JPEG", "WEBP")
+#: what decoding a hostile or broken image can raise besides OSError
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1d1f23}
@@ -64,9 +85,20 @@ def _e(value: Any) -> str:
 
 
 def _fmt_time(epoch: float | None) -> str:
+    """Local date and time of ``epoch`` (seconds); ``"?"`` for a time no calendar holds."""
     if epoch is None:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
+def _cut(text: str | None, limit: int = MAX_SHOWN_CHARS) -> str | None:
+    """``text`` cut to ``limit`` characters, saying how many were left out."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n... ({len(text) - limit} more characters)"
 
 
 def overlay_points(record: StepRecord, frame_size: tuple[int, int]) -> list[tuple[str, float, float]]:
@@ -79,16 +111,21 @@ def overlay_points(record: StepRecord, frame_size: tuple[int, int]) -> list[tupl
     Args:
         record: a step with ``action`` and ``transform``.
         frame_size: (width, height) of the stored full-resolution frame, pixels.
+
+    A transform that cannot map a point (a side of zero or less, as in a run recorded with a 0x0
+    viewport) gives no overlay; so does a coordinate that is not a finite number.
     """
     action, transform = record.action, record.transform
-    if not action or transform is None or action.get("action") == "zoom":
+    if not action or transform is None or action.get("action") == "zoom" or not _drawable(transform):
         return []
-    space = action.get("space", "norm1000")
+    space = "image_px" if action.get("space") == "image_px" else "norm1000"
     sw, sh = transform.screenshot_px
     sx, sy = frame_size[0] / sw, frame_size[1] / sh
 
     def point(x: Any, y: Any) -> tuple[float, float] | None:
         if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
+            return None
+        if not (math.isfinite(x) and math.isfinite(y)):
             return None
         px, py = transform.to_screenshot(float(x), float(y), space)
         return px * sx, py * sy
@@ -102,29 +139,74 @@ def overlay_points(record: StepRecord, frame_size: tuple[int, int]) -> list[tupl
     return [("point", *start)]
 
 
-def _thumbnail(path: Path) -> tuple[str, tuple[int, int]]:
-    """A base64 JPEG data URL of the frame at most :data:`THUMB_WIDTH` wide, and its full size."""
-    with Image.open(path) as image:
-        size = image.size
-        picture = image.convert("RGB")
-    if picture.width > THUMB_WIDTH:
-        picture = picture.resize((THUMB_WIDTH, max(1, round(picture.height * THUMB_WIDTH / picture.width))),
-                                 Image.Resampling.LANCZOS)
+def _drawable(transform: Any) -> bool:
+    """True when ``transform`` maps model positions to a frame: every side and the scale positive."""
+    sides = (*transform.viewport_css, *transform.image_px, *transform.screenshot_px)
+    return all(side > 0 for side in sides) and math.isfinite(transform.device_scale_factor)
+
+
+class _Frames:
+    """The frames a report embeds: one thumbnail per frame path, within :data:`MAX_EMBEDDED_BYTES`."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.embedded_bytes = 0
+        self._cache: dict[str, tuple[str, tuple[int, int]]] = {}
+
+    def thumbnail(self, relative: str) -> tuple[str, tuple[int, int]]:
+        """A data URL of the frame's thumbnail and its full size in pixels.
+
+        Raises:
+            TrajectoryError: the frame is missing, outside the run, too large, not an image, or
+                over the report's budget.
+        """
+        if relative not in self._cache:
+            if self.embedded_bytes >= MAX_EMBEDDED_BYTES:
+                raise TrajectoryError(f"not embedded: the report already embeds {MAX_EMBEDDED_BYTES >> 20} MiB "
+                                      "of frames")
+            jpeg, size = _thumbnail(self.run.path(relative))
+            self.embedded_bytes += len(jpeg)
+            self._cache[relative] = ("data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii"), size)
+        return self._cache[relative]
+
+
+def _thumbnail(path: Path) -> tuple[bytes, tuple[int, int]]:
+    """A JPEG of the frame at most :data:`THUMB_WIDTH` x :data:`THUMB_MAX_HEIGHT`, and the frame's size.
+
+    The file size and the pixel count are checked before anything is decoded.
+
+    Raises:
+        TrajectoryError: the file is over :data:`MAX_FRAME_BYTES`, the image over
+            :data:`MAX_FRAME_PIXELS`, not a PNG, JPEG or WebP, or does not decode.
+    """
+    try:
+        if path.stat().st_size > MAX_FRAME_BYTES:
+            raise TrajectoryError(f"the file is over {MAX_FRAME_BYTES >> 20} MiB")
+        with Image.open(path, formats=FRAME_FORMATS) as image:  # reads the header only
+            size = image.size
+            if not 0 < size[0] * size[1] <= MAX_FRAME_PIXELS:
+                raise TrajectoryError(f"{size[0]}x{size[1]} pixels is over the {MAX_FRAME_PIXELS:,} "
+                                      "pixels a report decodes")
+            picture = image.convert("RGB")  # decodes
+    except Image.DecompressionBombError as exc:
+        raise TrajectoryError(f"the image is over the {MAX_FRAME_PIXELS:,} pixels a report decodes ({exc})") from exc
+    except TrajectoryError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise TrajectoryError(f"not a readable PNG, JPEG or WebP image ({exc})") from exc
+    picture.thumbnail((THUMB_WIDTH, THUMB_MAX_HEIGHT), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), size
+    return buffer.getvalue(), size
 
 
-def _frame_svg(run: Run, record: StepRecord, cache: dict[str, tuple[str, tuple[int, int]]]) -> str:
+def _frame_svg(record: StepRecord, frames: _Frames) -> str:
     if not record.frame_path:
         return '<p class="muted">no frame recorded for this step</p>'
     try:
-        path = run.path(record.frame_path)
-        if record.frame_path not in cache:
-            cache[record.frame_path] = _thumbnail(path)
+        url, (width, height) = frames.thumbnail(record.frame_path)
     except (TrajectoryError, OSError) as exc:
         return f'<p class="bad">frame {_e(record.frame_path)} cannot be shown: {_e(exc)}</p>'
-    url, (width, height) = cache[record.frame_path]
     marks = []
     radius = max(6.0, max(width, height) / 90)
     points = overlay_points(record, (width, height))
@@ -163,7 +245,7 @@ def _tokens_line(tokens: dict[str, int]) -> str:
     return ", ".join(f"{_e(k)} {int(v)}" for k, v in tokens.items() if v) or "-"
 
 
-def _step_html(run: Run, record: StepRecord, cache: dict[str, tuple[str, tuple[int, int]]]) -> str:
+def _step_html(record: StepRecord, frames: _Frames) -> str:
     parse = record.parse
     parse_html = (f'<span class="ok">parsed</span> ({_e(parse.style or "?")})' if parse.ok else
                   f'<span class="bad">parse error</span>: {_e(parse.error)}')
@@ -198,8 +280,8 @@ def _step_html(run: Run, record: StepRecord, cache: dict[str, tuple[str, tuple[i
     anchor = f"step-{record.step}-{record.attempt}"
     return (f'<section class="step" id="{anchor}"><h2>Step {record.step}{attempt} '
             f'<span class="muted">{_e(_fmt_time(record.wall_time))}</span></h2>'
-            f"<div>{_frame_svg(run, record, cache)}</div>"
-            f"<div><b>raw output</b><pre>{_e(record.raw_output)}</pre>{_kv(rows)}"
+            f"<div>{_frame_svg(record, frames)}</div>"
+            f"<div><b>raw output</b><pre>{_e(_cut(record.raw_output))}</pre>{_kv(rows)}"
             + (f"<b>events</b>{events}" if events else "") + "</div></section>")
 
 
@@ -255,22 +337,38 @@ def write_report(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = 
         TrajectoryError: ``run_dir`` is not a readable run directory, or the report cannot be written.
     """
     run = read_run(run_dir, strict=False)
-    cache: dict[str, tuple[str, tuple[int, int]]] = {}
-    body = "".join(_step_html(run, record, cache) for record in run.steps) or \
+    frames = _Frames(run)
+    body = "".join(_step_html(record, frames) for record in run.steps) or \
         '<p class="muted">No steps were recorded.</p>'
     page = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Giraffe run: {_e(run.meta.task[:80])}</title><style>{_CSS}</style></head>"
             f"<body>{_header(run)}<main>{body}</main></body></html>\n")
     target = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    _write_atomic(target, page.encode("utf-8"))
+    logger.info("wrote %s (%d steps, %d bytes)", target, len(run.steps), len(page))
+    return target
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a new, randomly named temporary file in its directory
+    (``O_EXCL``: a file or link planted in the run directory is never written through), then replace.
+
+    Raises:
+        TrajectoryError: the file cannot be written.
+    """
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(page)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise TrajectoryError(f"cannot write the report {target}: {exc}") from exc
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; a report is as readable as the run's other files
+        with open(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise TrajectoryError(f"cannot write the report {target}: {exc}") from exc
-    logger.info("wrote %s (%d steps, %d bytes)", target, len(run.steps), len(page))
-    return target

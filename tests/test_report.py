@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from pathlib import Path
 
@@ -186,3 +187,152 @@ def test_report_of_a_run_without_steps(tmp_path):
         run.write_meta(RunMeta(task="nothing happened", backend="scripted"))
     page = write_report(out).read_text(encoding="utf-8")
     assert "No steps were recorded." in page and "nothing happened" in page and '<section class="step"' not in page
+
+
+# --------------------------------------------------------------------------------------------------
+# hostile run directories, written by hand (meta.json, trajectory.jsonl, frames/)
+# --------------------------------------------------------------------------------------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of ``width`` x ``height`` (all black): tiny on disk, huge decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the packed bits
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height, 9))
+            + chunk(b"IEND", b""))
+
+
+def hand_made_run(out: Path, steps: list[dict], frames: dict[str, bytes], **meta) -> Path:
+    """A run directory written byte by byte, the way someone else's could be."""
+    (out / "frames").mkdir(parents=True)
+    (out / "meta.json").write_text(json.dumps({"task": "hostile", "backend": "scripted", **meta}))
+    (out / "trajectory.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    for name, data in frames.items():
+        (out / "frames" / name).write_bytes(data)
+    return out
+
+
+def step(n: int, frame: str, viewport=(400, 250), image_px=(392, 252), **action) -> dict:
+    return {"step": n, "raw_output": "{}", "parse": {"ok": True, "style": "json"},
+            "action": {"action": "click", "x": 500, "y": 500, **action}, "frame_path": f"frames/{frame}",
+            "transform": {"viewport_css": list(viewport), "device_scale_factor": 1.0, "image_px": list(image_px)}}
+
+
+def small_png() -> bytes:
+    buffer = io.BytesIO()
+    screenshot(400, 250, title="ok", seed=0).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sections(page: str) -> list[str]:
+    return re.findall(r'<section class="step".*?</section>', page, re.S)
+
+
+def test_a_zero_viewport_draws_no_overlay_instead_of_dividing_by_zero(tmp_path):
+    out = hand_made_run(tmp_path / "run", [
+        step(0, "a.png", viewport=(0, 0), image_px=(0, 0)),
+        step(1, "a.png", viewport=(0, 0), image_px=(0, 0), space="image_px"),
+        step(2, "a.png", viewport=(400, 250), image_px=(0, 0), space="image_px"),
+        step(3, "a.png", x=float("inf")),
+        step(4, "a.png"),  # a sane step: drawn, so the overlays above were left out on purpose
+    ], {"a.png": small_png()})
+    text = (out / "trajectory.jsonl").read_text().replace("Infinity", "1e999")
+    (out / "trajectory.jsonl").write_text(text)  # JSON has no infinity; 1e999 parses as one
+    page = write_report(out).read_text(encoding="utf-8")
+    marks = [s.count('<circle class="mark"') for s in sections(page)]
+    assert marks == [0, 0, 0, 0, 1]
+    assert page.count('<image href="data:image/jpeg') == 5  # every frame is still shown
+
+
+def test_a_frame_too_large_to_decode_is_named_not_decoded(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or load(self))
+    out = hand_made_run(tmp_path / "run", [step(0, "huge.png"), step(1, "big.png"), step(2, "ok.png")],
+                        {"huge.png": png_header_only(15000, 15000), "big.png": png_header_only(7000, 7000),
+                         "ok.png": small_png()})
+    page = write_report(out).read_text(encoding="utf-8")
+    huge, big, ok = sections(page)
+    assert "cannot be shown" in huge and "<image" not in huge  # over Pillow's own limit (225 M pixels)
+    assert "7000x7000 pixels is over" in big and "<image" not in big  # over the report's 40 M pixels
+    assert "<image" in ok and set(decoded) == {(400, 250)}  # only the sane frame was ever decoded
+    assert len(page) < 1_000_000
+
+
+def test_control_the_pixel_limit_is_what_refuses_the_big_frame(tmp_path, monkeypatch):
+    import giraffe_agent.report as report
+
+    monkeypatch.setattr(report, "MAX_FRAME_PIXELS", 50_000_000)
+    out = hand_made_run(tmp_path / "run", [step(0, "big.png")], {"big.png": png_header_only(7000, 7000)})
+    (big,) = sections(write_report(out).read_text(encoding="utf-8"))
+    assert "<image" in big and 'viewBox="0 0 7000 7000"' in big  # decoded and embedded without the limit
+
+
+def test_frames_that_are_not_images_or_not_allowed_formats_are_named(tmp_path):
+    gif = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(gif, format="GIF")
+    out = hand_made_run(tmp_path / "run", [
+        step(0, "garbage.png"), step(1, "anim.gif"), step(2, "truncated.png"), step(3, "missing.png"),
+        {**step(4, "x.png"), "frame_path": "../../../etc/passwd"},
+    ], {"garbage.png": b"\x89PNG\r\n\x1a\nnot really", "anim.gif": gif.getvalue(), "truncated.png": small_png()[:300]})
+    page = write_report(out).read_text(encoding="utf-8")
+    shown = sections(page)
+    assert len(shown) == 5 and all("cannot be shown" in s and "<image" not in s for s in shown)
+
+
+def test_the_embedded_frames_have_a_budget(tmp_path, monkeypatch):
+    import giraffe_agent.report as report
+
+    frames = {f"{i}.png": small_png() for i in range(3)}
+    frames = {name: data + bytes([i]) for i, (name, data) in enumerate(frames.items())}  # distinct files
+    out = hand_made_run(tmp_path / "run", [step(i, f"{i}.png") for i in range(3)], frames)
+    monkeypatch.setattr(report, "MAX_EMBEDDED_BYTES", 1)
+    first, second, third = sections(write_report(out).read_text(encoding="utf-8"))
+    assert "<image" in first and "not embedded" in second and "not embedded" in third
+
+
+def test_long_outputs_and_impossible_times_are_cut_not_fatal(tmp_path):
+    out = hand_made_run(tmp_path / "run", [{**step(0, "a.png"), "raw_output": "x" * 100_000, "wall_time": 1e300}],
+                        {"a.png": small_png()}, started_at=-1e300)
+    page = write_report(out).read_text(encoding="utf-8")
+    assert "(80000 more characters)" in page and "x" * 20_001 not in page
+
+
+def test_giraffe_view_never_crashes_on_a_hostile_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from giraffe_cli import app
+
+    markup = "[/bold][link=file:///etc/passwd]click[/link][bold red]"
+    out = hand_made_run(tmp_path / "run", [
+        {**step(0, "huge.png", viewport=(0, 0), image_px=(0, 0)), "url": markup,
+         "result": {"ok": False, "message": markup}},
+        step(1, "big.png"),
+    ], {"huge.png": png_header_only(15000, 15000), "big.png": png_header_only(7000, 7000)}, task=markup)
+    for args in (["view", str(out)], ["view", str(out), "--json"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert result.exception is None and "Traceback" not in result.output
+    assert (out / "report.html").is_file()
+    table = CliRunner().invoke(app, ["view", str(out)], env={"COLUMNS": "400"}).output
+    assert "[/bold]" in table  # printed as text, not taken for markup
+
+
+def test_giraffe_view_on_a_broken_run_is_one_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from giraffe_cli import app
+
+    out = hand_made_run(tmp_path / "run", [], {})
+    (out / "meta.json").write_text('{"task": 3}')
+    result = CliRunner().invoke(app, ["view", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert type(result.exception.__context__.__cause__).__name__ == "TrajectoryError"
