@@ -146,36 +146,67 @@ class LogLevel(str, enum.Enum):
 @app.command()
 def serve(
     model: str = typer.Option("tiny", help="'tiny', a saved directory, or a hub id"),
-    host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0: every interface; mind who can reach it)"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (anything but loopback needs --api-key)"),
     port: int = typer.Option(8000, help="TCP port"),
     context_length: int | None = typer.Option(None, help="extend the context to this many tokens"),
     rope: str = typer.Option("mrope_plus_plus", help="rope method used with --context-length"),
+    api_key: str | None = typer.Option(None, envvar="GIRAFFE_API_KEY", show_default=False,
+                                       help="require 'Authorization: Bearer KEY' (prefer $GIRAFFE_API_KEY: "
+                                            "ps shows command lines)"),
+    allow_unauthenticated_remote: bool = typer.Option(
+        False, "--allow-unauthenticated-remote", help="bind a non-loopback --host without an API key"),
+    allowed_host: list[str] | None = typer.Option(
+        None, "--allowed-host", help="another Host header to accept (NAME, NAME:PORT or *); repeat for more"),
+    cors_origin: list[str] | None = typer.Option(
+        None, "--cors-origin", help="an origin whose web pages may call the API (http://host:port); repeat"),
+    image_dir: Path | None = typer.Option(
+        None, "--image-dir", help="the one folder local image paths may name (default: local paths refused)"),
+    allow_remote_urls: bool = typer.Option(False, "--allow-remote-urls",
+                                           help="fetch http(s) image URLs (never private addresses)"),
     max_body_mb: float = typer.Option(20.0, min=0.001, help="largest request body, MiB (413 above it)"),
-    allow_remote_urls: bool = typer.Option(False, "--allow-remote-urls", help="fetch http(s) image URLs"),
-    allow_local_paths: bool = typer.Option(True, "--allow-local-paths/--no-local-paths",
-                                           help="read images from server-side paths and file:// URLs"),
+    max_image_pixels: int = typer.Option(16_777_216, min=1, help="pixels of one image (413 above it)"),
+    max_request_pixels: int = typer.Option(67_108_864, min=1, help="pixels of all images of a request (413)"),
+    max_images: int = typer.Option(1024, min=1, help="images in one request (413 above it)"),
+    max_prompt_chars: int | None = typer.Option(
+        None, min=1, help="characters of text in a request (413; default 8 per context token)"),
+    max_pending: int = typer.Option(16, min=1, help="requests read, queued or run at once (503 above it)"),
     name: str | None = typer.Option(None, help="the model id clients pass (default: --model)"),
     log_level: LogLevel = typer.Option(LogLevel.info, help="log level of the server and uvicorn"),
 ) -> None:
     """Serve a model with the OpenAI chat completions API (needs the serve extra)."""
     import logging
 
-    from giraffe_core import GiraffeError, load
+    from pydantic import ValidationError
+
+    from giraffe_core import ConfigError, GiraffeError, load
     from giraffe_core.engine import ServerConfig
     from giraffe_core.engine import serve as run_server
+    from giraffe_core.engine.server_security import check_bind
     from giraffe_core.extras import require
 
     try:
         require("fastapi", extra="serve", purpose="run `giraffe serve`")
         require("uvicorn", extra="serve", purpose="run `giraffe serve`")
-        config = ServerConfig(max_body_bytes=int(max_body_mb * 1024 * 1024), allow_remote_urls=allow_remote_urls,
-                              allow_local_paths=allow_local_paths)
+        try:
+            config = ServerConfig(
+                max_body_bytes=int(max_body_mb * 1024 * 1024), allow_remote_urls=allow_remote_urls,
+                local_image_dir=image_dir, api_key=api_key or None,
+                allow_unauthenticated_remote=allow_unauthenticated_remote,
+                allowed_hosts=tuple(allowed_host or ()), cors_allowed_origins=tuple(cors_origin or ()),
+                max_image_pixels=max_image_pixels, max_request_pixels=max_request_pixels,
+                max_images_per_request=max_images, max_prompt_chars=max_prompt_chars,
+                max_pending_requests=max_pending)
+        except ValidationError as exc:  # the inputs are hidden (hide_input_in_errors): no key is echoed
+            first = exc.errors(include_url=False, include_input=False)[0]
+            raise ConfigError(f"giraffe serve: {first['msg'].removeprefix('Value error, ')}") from None
+        check_bind(host, config)
         engine = load(model, context_length=context_length, rope=rope)
     except GiraffeError as exc:
         _fail(exc)
         return
     logging.basicConfig(level=log_level.value.upper(), format="%(levelname)s %(name)s: %(message)s")
-    console.print(f"[bold]{engine!r}[/] on http://{host}:{port}/v1 as model {name or engine.name!r}")
+    key_note = "API key required" if config.api_key is not None else "no API key"
+    console.print(f"[bold]{engine!r}[/] on http://{host}:{port}/v1 as model {name or engine.name!r} ({key_note})")
     run_server(engine, host=host, port=port, model_name=name, config=config, log_level=log_level.value)
 
 

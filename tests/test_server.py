@@ -86,9 +86,12 @@ def server(engine) -> Iterator[_Server]:
 
 @pytest.fixture(scope="module")
 def strict_server(engine) -> Iterator[_Server]:
-    """A second app on the same engine: a 64 KiB body limit, remote URLs allowed, a queue of one."""
+    """A second app on the same engine: a 64 KiB body limit, remote URLs allowed, a queue of one.
+
+    ``allow_private_addresses``: the test image host is on loopback, which the server refuses to
+    fetch from unless told (test_server_remote.py shows the refusal)."""
     config = ServerConfig(max_body_bytes=SMALL_BODY, allow_remote_urls=True, remote_timeout_s=5,
-                          max_pending_requests=1, allow_local_paths=False)
+                          max_pending_requests=1, allow_private_addresses=True)
     srv = _Server(create_app(engine, model_name="giraffe-tiny", config=config))
     yield srv
     srv.stop()
@@ -239,16 +242,23 @@ def test_image_chat_via_data_url_matches_the_engine(client, engine, picture, fmt
     assert reply.usage.completion_tokens == reference.completion_tokens
 
 
-def test_image_chat_via_local_path_and_file_url(client, engine, picture, tmp_path):
+def test_image_chat_via_local_path_and_file_url(engine, picture, tmp_path):
+    # local paths are read only inside the folder the server is given (test_server_images.py: refusals)
     path = tmp_path / "screen shot.png"
     path.write_bytes(_encode(picture))
     chat = _giraffe_chat(str(path))
     reference = engine.generate(chat, max_new_tokens=NEW)
-    for url in (str(path), path.as_uri()):  # a plain path, and file:// (with %20 for the space)
-        reply = client.chat.completions.create(model="tiny", messages=_image_message(url), max_tokens=NEW,
-                                               temperature=0)
-        assert reply.usage.prompt_tokens == engine.count_tokens(chat)
-        assert reply.choices[0].message.content == reference.text
+    srv = _Server(create_app(engine, config=ServerConfig(local_image_dir=tmp_path)))
+    try:
+        client = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0, timeout=60)
+        # a plain path, file:// (with %20 for the space), and a path relative to the folder
+        for url in (str(path), path.as_uri(), path.name):
+            reply = client.chat.completions.create(model="tiny", messages=_image_message(url), max_tokens=NEW,
+                                                   temperature=0)
+            assert reply.usage.prompt_tokens == engine.count_tokens(chat)
+            assert reply.choices[0].message.content == reference.text
+    finally:
+        srv.stop()
 
 
 def test_detail_low_uses_the_low_tier(client, engine, picture):
@@ -336,7 +346,7 @@ def test_malformed_json_is_a_400_and_the_server_keeps_serving(server, http):
     ("data:image/png;base64," + base64.b64encode(b"these bytes are no image").decode(), "invalid_image"),
     ("data:text/plain;base64,aGVsbG8=", "invalid_image_url"),
     ("data:image/png,rawbytes", "invalid_image_url"),
-    ("/no/such/image.png", "invalid_image_url"),
+    ("/no/such/image.png", "local_image_refused"),
     ("ftp://example.com/a.png", "invalid_image_url"),
 ])
 def test_bad_images_are_400_naming_the_part(server, http, url, code):
@@ -427,7 +437,7 @@ def test_remote_url_is_fetched_when_allowed(strict_server, image_host, engine, p
     assert missing.status_code == 400 and _error(missing)["code"] == "image_fetch_failed"
     assert "404" in _error(missing)["message"]
     local = http.post(url, json=_chat_body(_image_message("/tmp/x.png"), model="giraffe-tiny"))
-    assert local.status_code == 400 and _error(local)["code"] == "local_paths_disabled"
+    assert local.status_code == 400 and _error(local)["code"] == "local_image_refused"
 
 
 def test_context_over_the_budget_is_context_length_exceeded(client, engine):
@@ -591,7 +601,9 @@ def test_server_config_rejects_unknown_and_invalid_settings():
 def test_cli_serve_runs_a_server(tmp_path):
     help_text = CliRunner().invoke(cli_app, ["serve", "--help"], env={"COLUMNS": "250"}).output
     for option in ("--model", "--host", "--port", "--context-length", "--rope", "--max-body-mb",
-                   "--allow-remote-urls", "--no-local-paths", "--name"):
+                   "--allow-remote-urls", "--image-dir", "--name", "--api-key", "--allowed-host", "--cors-origin",
+                   "--allow-unauthenticated-remote", "--max-image-pixels", "--max-request-pixels", "--max-images",
+                   "--max-prompt-chars", "--max-pending"):
         assert option in help_text
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
