@@ -238,7 +238,13 @@ def view_command(
     run_dir: Path = typer.Argument(..., help="a run directory"),
     as_json: bool = typer.Option(False, "--json", help="print the steps as JSON lines"),
 ) -> None:
-    """(Re)write a run's report.html and print its steps."""
+    """(Re)write a run's report.html and print its steps.
+
+    The run directory may come from someone else: its text is printed as text (never as rich
+    markup), and a frame that is too large or broken is named in the report instead of shown.
+    """
+    from rich.markup import escape
+
     from giraffe_agent.report import write_report
     from giraffe_agent.trajectory import read_run
     from giraffe_core import GiraffeError
@@ -246,24 +252,23 @@ def view_command(
     try:
         run = read_run(run_dir, strict=False)
         report = write_report(run_dir)
-    except GiraffeError as exc:
+    except (GiraffeError, OSError) as exc:
         _fail(exc)
-        return
     if as_json:
         for step in run.steps:
             print(json.dumps({"step": step.step, "attempt": step.attempt, "action": step.action,
                               "ok": step.result.ok if step.result else None, "url": step.url}))
         return
-    table = Table(title=f"{run.meta.task if run.meta else run_dir}")
+    table = Table(title=escape(f"{run.meta.task if run.meta else run_dir}"[:200]))
     for col in ("step", "try", "action", "result", "url", "prompt tokens"):
         table.add_column(col)
     for step in run.steps:
-        action = json.dumps(step.action) if step.action else f"[parse error] {step.parse.error or ''}"[:80]
+        action = json.dumps(step.action) if step.action else f"[parse error] {step.parse.error or ''}"
         result = "" if step.result is None else ("ok" if step.result.ok else "failed") + f": {step.result.message}"
-        table.add_row(str(step.step), str(step.attempt), action[:80], result[:60], step.url or "",
-                      str(step.tokens.prompt or ""))
+        table.add_row(str(step.step), str(step.attempt), escape(action[:80]), escape(result[:60]),
+                      escape((step.url or "")[:200]), str(step.tokens.prompt or ""))
     console.print(table)
     status = run.result.status if run.result else "unfinished (no result.json)"
-    console.print(f"status: {status}; report: {report}")
+    console.print(f"status: {escape(status)}; report: {escape(str(report))}")
     if run.skipped_lines:
         console.print(f"[yellow]{run.skipped_lines} incomplete line(s) skipped (a crash mid-write)[/]")

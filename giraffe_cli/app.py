@@ -1,33 +1,96 @@
-"""The ``giraffe`` command line (info, generate, serve). The outermost layer: commands import the library lazily."""
+"""The ``giraffe`` command line (info, generate, serve). The outermost layer: commands import the library lazily.
+
+Errors: a command that fails on bad input prints one line to stderr, ``error[CODE]: what was wrong``
+(a second line, ``hint: ...``, says what to do when the error has a hint), and exits with code 2;
+never a traceback. ``CODE`` is a :class:`~giraffe_core.errors.GiraffeError`'s code (its section in
+docs/errors.md); a pydantic validation error names the field (``error[invalid-value]: Model.field:
+what it should be``); any other ``ValueError``, ``RuntimeError`` or ``OSError`` that escapes a
+command is reported the same way by the command group, with its type as the code. Set
+``GIRAFFE_DEBUG=1`` to get the traceback of such an error instead.
+"""
 
 from __future__ import annotations
 
 import enum
 import importlib
 import json
+import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+console = Console()
+#: where errors go: stderr, so that ``--json`` output on stdout stays parseable
+err_console = Console(stderr=True)
+#: errors a command may raise on bad input that are reported as one line (exit code 2), not a traceback
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, RuntimeError, OSError)
+
+
+def error_text(exc: BaseException) -> str:
+    """What ``giraffe`` prints for ``exc``: ``error[CODE]: message`` on one line, and for an error
+    with a hint, ``  hint: ...`` on a second line.
+
+    A pydantic ``ValidationError`` gives its first error: ``error[invalid-value]: Model.loc.path:
+    msg`` (and how many more there are); its input value is never printed (it may be a secret).
+    """
+    from giraffe_core.errors import GiraffeError
+
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+        field = ".".join([exc.title, *(str(part) for part in first["loc"])])
+        more = f" (and {len(errors) - 1} more invalid value(s))" if len(errors) > 1 else ""
+        return f"error[invalid-value]: {field}: {_one_line(first['msg'])}{more}"
+    if isinstance(exc, GiraffeError):
+        hint = f"\n  hint: {_one_line(exc.hint)}" if exc.hint else ""
+        return f"error[{exc.code}]: {exc.message.strip()}{hint}"
+    return f"error[{type(exc).__name__}]: {_one_line(str(exc)) or type(exc).__name__}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    """Print ``exc`` as :func:`error_text` says (stderr, never wrapped) and exit with code 2."""
+    text = error_text(exc)
+    err_console.print(Text("error", style="bold red") + Text(text.removeprefix("error")), soft_wrap=True)
+    raise typer.Exit(code=2) from exc
+
+
+class GiraffeGroup(TyperGroup):
+    """The ``giraffe`` command group: a :data:`USER_ERRORS` error that escapes a command (a
+    command catches the library's own errors, but a pydantic or a third-party ValueError may slip
+    through) is reported by :func:`_fail` instead of a traceback, unless ``GIRAFFE_DEBUG=1``."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        """Run the command; report what escapes it as one line, exit code 2."""
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise  # typer's own exit and abort are RuntimeErrors (its usage errors are not USER_ERRORS)
+        except USER_ERRORS as exc:
+            if os.environ.get("GIRAFFE_DEBUG") == "1":
+                raise
+            _fail(exc)
+
 
 app = typer.Typer(
     name="giraffe",
     help="Giraffe: long-context visual agents on Qwen-VL models (M-RoPE++, hybrid resolution).",
+    cls=GiraffeGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(exc))}")
-    raise typer.Exit(code=2)
 
 
 def _environment() -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""The `giraffe` command line: info and generate, their JSON output and their errors."""
+"""The `giraffe` command line: info and generate, their JSON output and their errors.
+
+Assertions read exit codes, JSON output and the reported error (:func:`cli_result.reported_error`),
+never the rich tables' text, which wraps with the terminal's width.
+"""
 
 import json
 import stat
@@ -7,10 +11,12 @@ import sys
 
 import torch
 import transformers
+from cli_result import reported_error
 from PIL import Image
 from typer.testing import CliRunner
 
 from giraffe_cli import app
+from giraffe_core.errors import InputError, ModelLoadError
 
 runner = CliRunner()
 
@@ -33,7 +39,7 @@ def test_info_json_reports_versions_device_extras_and_browser(tmp_path, monkeypa
 def test_info_table_names_every_section():
     result = runner.invoke(app, ["info"])
     assert result.exit_code == 0, result.output
-    for word in ("torch", "transformers", "device", "extra: agent", "extra: train", "browser"):
+    for word in ("torch", "transformers", "device", "agent", "train", "browser"):  # short: never wrapped
         assert word in result.output
 
 
@@ -70,13 +76,14 @@ def test_generate_with_images_and_mrope_plus_plus(tmp_path):
 
 def test_generate_errors_are_one_clear_line_not_a_traceback(tmp_path):
     result = runner.invoke(app, ["generate", "--model", str(tmp_path / "nowhere")])
-    assert result.exit_code == 2
-    assert "error:" in result.output and "no model directory" in result.output
+    assert result.exit_code == 2 and isinstance(reported_error(result), ModelLoadError)
+    assert result.stderr.startswith("error[model-load-error]: no model directory")  # stderr, never wrapped
     assert "Traceback" not in result.output
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     result = runner.invoke(app, ["generate", "--image", str(bad)])
-    assert result.exit_code == 2 and "cannot read image" in result.output
+    assert result.exit_code == 2 and isinstance(reported_error(result), InputError)
+    assert "cannot read image" in reported_error(result).message
 
 
 def test_console_entry_point_runs():
