@@ -6,9 +6,10 @@
   (:mod:`giraffe_agent.envs.browser`) enforces it at the NETWORK layer for every request of every
   page (subresources, fetch/XHR, iframes, popups, redirects, WebSockets), not just for ``goto``.
 * :class:`Budget`: counts steps and seconds against the policy's limits.
-* :class:`Secrets`: values passed by name. A model writes ``{{secret:NAME}}``; the environment
-  fills the value in only at the moment it types, and :meth:`Secrets.redact` replaces every value
-  by its placeholder in logs, trajectories and reports.
+* :class:`Secrets` (defined in :mod:`giraffe_agent.redaction`, re-exported here): values passed
+  by name. A model writes ``{{secret:NAME}}``; the environment fills the value in only at the
+  moment it types, and :meth:`Secrets.redact` replaces every value, in every encoding that module
+  lists, by its placeholder in logs, trajectories, reports and what is sent to a model.
 
 Allowlist patterns (``SafetyPolicy.allowed_domains``), matched case-insensitively:
 
@@ -36,17 +37,16 @@ Schemes: ``http``, ``https``, ``ws``, ``wss`` are checked against the hosts; ``f
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
-from urllib.parse import quote, quote_plus, urlsplit
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from giraffe_agent.actions import Action, KeyPress, Type
+from giraffe_agent.redaction import SecretError, Secrets
 from giraffe_core.errors import GiraffeError
 
 __all__ = [
@@ -79,10 +79,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _HOST_SCHEMES = frozenset(_DEFAULT_PORTS)
 _LOCAL_SCHEMES = frozenset({"data", "blob"})
 _ABOUT_ALLOWED = frozenset({"about:blank", "about:srcdoc"})
-_SECRET_REF = re.compile(r"\{\{\s*secret:([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
-_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
-T = TypeVar("T")
 
 
 class SafetyError(GiraffeError, PermissionError):
@@ -95,12 +92,6 @@ class BudgetExceededError(SafetyError):
     """The step or time budget of an episode is used up."""
 
     code = "budget-exceeded"
-
-
-class SecretError(GiraffeError, LookupError):
-    """A secret is unknown or malformed. Messages name secrets, never their values."""
-
-    code = "secret-error"
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,114 +303,6 @@ class Budget:
     def __repr__(self) -> str:
         return (f"Budget(steps={self.steps}/{self.max_steps}, elapsed_s={self.elapsed_s:.1f}/"
                 f"{self.max_seconds})")
-
-
-# --------------------------------------------------------------------------------------------
-# Secrets
-# --------------------------------------------------------------------------------------------
-
-class Secrets:
-    """Secret values passed by name; filled in only when typing, redacted everywhere else.
-
-    ``Secrets({"PASSWORD": "hunter2"})`` or ``Secrets(PASSWORD="hunter2")``. The ``repr`` shows
-    names only. Values must be non-empty strings; names match ``[A-Za-z_][A-Za-z0-9_.-]*``.
-    """
-
-    def __init__(self, values: Mapping[str, str] | None = None, /, **named: str) -> None:
-        merged = {**(dict(values) if values else {}), **named}
-        for name, value in merged.items():
-            if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
-                raise SecretError(f"bad secret name {name!r}: use letters, digits, '_', '.', '-'")
-            if not isinstance(value, str) or not value:
-                raise SecretError(f"secret {name!r} must be a non-empty string")
-        self._values: dict[str, str] = merged
-        variants: dict[str, str] = {}
-        for name, value in merged.items():
-            for form in (value, quote(value, safe=""), quote_plus(value)):
-                variants.setdefault(form, name)  # the first name claiming a form wins
-        self._by_form = variants
-        ordered = sorted(variants, key=len, reverse=True)  # longest first: no partial redaction
-        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
-
-    @classmethod
-    def from_env(cls, names: Mapping[str, str]) -> Secrets:
-        """Secrets read from environment variables: ``{"PASSWORD": "SHOP_PASSWORD"}``.
-
-        Raises:
-            SecretError: a variable is unset or empty.
-        """
-        values = {}
-        for name, var in names.items():
-            value = os.environ.get(var)
-            if not value:
-                raise SecretError(f"secret {name!r}: environment variable {var} is unset or empty")
-            values[name] = value
-        return cls(values)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The secret names, sorted."""
-        return tuple(sorted(self._values))
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._values
-
-    def __repr__(self) -> str:
-        return f"Secrets(names={list(self.names)})"
-
-    @staticmethod
-    def references(text: str) -> list[str]:
-        """Names referenced as ``{{secret:NAME}}`` in ``text``, in order."""
-        return _SECRET_REF.findall(text)
-
-    def contains_value(self, text: str) -> bool:
-        """True if ``text`` holds a secret value verbatim (or percent-encoded)."""
-        return self._pattern is not None and self._pattern.search(text) is not None
-
-    def placeholder(self, name: str) -> str:
-        """``{{secret:NAME}}``."""
-        return "{{secret:" + name + "}}"
-
-    def fill(self, text: str) -> str:
-        """``text`` with every ``{{secret:NAME}}`` replaced by the value of NAME.
-
-        Raises:
-            SecretError: a referenced name is unknown (the message lists known names, never values).
-        """
-
-        def value_of(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in self._values:
-                known = ", ".join(self.names) or "none"
-                raise SecretError(f"unknown secret {name!r} (known secrets: {known})",
-                                  hint="pass it as Secrets({'" + name + "': ...}) to the environment")
-            return self._values[name]
-
-        return _SECRET_REF.sub(value_of, text)
-
-    def redact(self, obj: T) -> T:
-        """``obj`` with every secret value replaced by ``{{secret:NAME}}``.
-
-        Strings are redacted (values verbatim and percent-encoded); dicts (keys and values), lists
-        and tuples are rebuilt recursively; anything else is returned unchanged.
-        """
-        if self._pattern is None:
-            return obj
-        return self._redact(obj)
-
-    def _redact(self, obj: Any) -> Any:
-        if isinstance(obj, str):
-            return self._pattern.sub(lambda m: self.placeholder(self._by_form[m.group(0)]), obj)  # type: ignore[union-attr]
-        if isinstance(obj, dict):
-            return {self._redact(k): self._redact(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [self._redact(v) for v in obj]
-        if isinstance(obj, tuple):
-            return tuple(self._redact(v) for v in obj)
-        return obj
 
 
 # --------------------------------------------------------------------------------------------
