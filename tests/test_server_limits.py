@@ -108,6 +108,15 @@ def test_the_prompt_limit_names_the_limit_and_the_control_passes_it(tiny_engine,
     assert seeded.status_code == 200  # the largest seed torch takes is accepted
 
 
+def _answer(sock: socket.socket) -> str:
+    """What the server sent on a raw connection until it closed it (or 30 s passed)."""
+    sock.settimeout(30)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data.decode()
+
+
 def test_a_full_queue_answers_503_before_reading_bodies(tiny_engine, http):
     srv = LoopbackServer(create_app(tiny_engine, config=ServerConfig(max_pending_requests=2, body_timeout_s=2)))
     slow = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
@@ -121,10 +130,28 @@ def test_a_full_queue_answers_503_before_reading_bodies(tiny_engine, http):
             time.sleep(0.05)
         assert openai_error(busy)["code"] == "server_busy"
         assert http.get(f"{srv.url}/health").status_code == 200
-        answers = [sock.recv(4096).decode() for sock in slow]  # after body_timeout_s: 408, slots free again
+        answers = [_answer(sock) for sock in slow]  # after body_timeout_s: 408, and the slots are free again
         assert all(a.startswith("HTTP/1.1 408") and "request_timeout" in a for a in answers), answers
         assert http.post(f"{srv.url}/v1/chat/completions", json=chat_body(HI)).status_code == 200
     finally:
         for sock in slow:
             sock.close()
         srv.stop()
+
+
+def test_a_client_that_leaves_mid_body_frees_its_slot_without_an_error_log(tiny_engine, http, caplog):
+    srv = LoopbackServer(create_app(tiny_engine, config=ServerConfig(max_pending_requests=1)))
+    try:
+        with caplog.at_level("INFO", logger="giraffe_core.engine.server"):
+            with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+                sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {srv.host_header}\r\n"
+                             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode())
+            deadline = time.monotonic() + 30
+            while not any("disconnected" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            ok = http.post(f"{srv.url}/v1/chat/completions", json=chat_body(HI))  # the one slot is free again
+    finally:
+        srv.stop()
+    assert ok.status_code == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

@@ -215,6 +215,8 @@ def test_cli_refuses_a_remote_bind_without_a_key_and_never_prints_the_key():
     bad_key = "bad key " + KEY
     invalid = runner.invoke(cli_app, ["serve", "--port", "1"], env={"GIRAFFE_API_KEY": bad_key})
     assert invalid.exit_code == 2 and KEY not in invalid.output
+    shown = runner.invoke(cli_app, ["serve", "--help"], env={"GIRAFFE_API_KEY": KEY, "COLUMNS": "250"})
+    assert shown.exit_code == 0 and "GIRAFFE_API_KEY" in shown.output and KEY not in shown.output
 
 
 @pytest.mark.slow

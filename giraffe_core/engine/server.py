@@ -22,62 +22,78 @@ m / s = 240 / 3); ``"high"``, ``"auto"`` or no detail give :attr:`ServerConfig.h
 (default: the processor's own cap, 1280 tokens for Qwen2-VL), planned as :meth:`Engine.prepare`
 plans ``max_tokens`` parts.
 
-Sampling: ``temperature`` 0 is greedy decoding; otherwise sampling with ``temperature`` and
-``top_p`` (defaults :attr:`ServerConfig.default_temperature`, 1, and 1). ``seed`` makes sampling
+Sampling: ``temperature`` 0 is greedy decoding; otherwise sampling with ``temperature`` (default
+:attr:`ServerConfig.default_temperature`, 1) and ``top_p`` (default 1). ``seed`` makes sampling
 reproducible. ``stop`` (up to 4 strings of up to 1,000 characters) ends the reply before the first
 stop string. ``max_completion_tokens`` (or ``max_tokens``) bounds the reply; without either it
 gets :attr:`ServerConfig.default_max_tokens` (512), capped by the room left in the context. Usage
 counts are exact: ``prompt_tokens`` is :meth:`Engine.count_tokens` of the converted chat.
 
-Security (defaults safe for a server and its client on one machine; every option is also a flag
-of ``giraffe serve``; details in :mod:`~giraffe_core.engine.server_security`):
+Who may talk to it (defaults safe for a server and its client on one machine; each
+:class:`ServerConfig` field is also a flag of ``giraffe serve``; details in
+:mod:`~giraffe_core.engine.server_security`):
 
-==============================  =============================================  ======================
-what                            default                                        answer when refused
-==============================  =============================================  ======================
-``Host`` header                 localhost, 127.0.0.1, [::1], the address the   421 ``invalid_host``
-                                connection came in on, with its port;
-                                ``allowed_hosts`` adds more
-API key (``api_key``)           none: any ``Authorization`` accepted           401 ``invalid_api_key``
-POST ``Content-Type``           ``application/json`` only                      415
-CORS (``cors_allowed_origins``) none: no CORS header is ever sent              (browser blocks)
-bind address (:func:`serve`)    non-loopback needs ``api_key`` or              ``ConfigError``
-                                ``allow_unauthenticated_remote``
-local paths (``local_image_dir``)  off                                         400 ``local_image_refused``
-remote URLs                     off; when on, no private address at any hop    400
-==============================  =============================================  ======================
+* ``Host`` header: ``localhost``, ``127.0.0.1``, ``[::1]`` or the address the connection came in
+  on, with the port it came in on; :attr:`~ServerConfig.allowed_hosts` (``--allowed-host``) adds
+  names. Else 421 ``invalid_host`` (defeats DNS rebinding).
+* API key: :attr:`~ServerConfig.api_key` (``--api-key`` or ``$GIRAFFE_API_KEY``), default none
+  (then any ``Authorization`` header is accepted, e.g. the openai client's ``Bearer unused``).
+  With a key, every route but ``/health`` needs ``Authorization: Bearer KEY``, else 401
+  ``invalid_api_key``.
+* POST bodies must be ``Content-Type: application/json``, else 415 ``unsupported_media_type``
+  (defeats cross-site ``text/plain`` and form posts).
+* CORS: no CORS header is ever sent unless :attr:`~ServerConfig.cors_allowed_origins`
+  (``--cors-origin``) lists origins.
+* Binding: :func:`serve` refuses a non-loopback ``host`` without an API key (``ConfigError``)
+  unless :attr:`~ServerConfig.allow_unauthenticated_remote` (``--allow-unauthenticated-remote``).
+* Local image paths: off unless :attr:`~ServerConfig.local_image_dir` (``--image-dir``) names the
+  one folder they may come from; every refusal is the same 400 ``local_image_refused``.
+* Remote image URLs: off unless :attr:`~ServerConfig.allow_remote_urls`; then no hop may reach a
+  loopback, private, link-local, multicast, reserved or unspecified address (400
+  ``remote_address_refused``) except networks in :attr:`~ServerConfig.remote_allowed_networks`;
+  :attr:`~ServerConfig.allow_private_addresses` lifts this check and is UNSAFE (tests only).
+* The OpenAPI pages (``/docs``, ``/redoc``, ``/openapi.json``) are not served.
 
-Limits (checked before the work they protect; :class:`ServerConfig`):
+Limits, each checked before the work it protects (:class:`ServerConfig` field, default, answer):
 
-==============================  ==========================================  =========================
-limit                           default                                     answer
-==============================  ==========================================  =========================
-``max_pending_requests``        16 requests read, queued or run at once     503 ``server_busy``
-``max_body_bytes``              20 MiB, counted while reading               413 ``request_too_large``
-``body_timeout_s``              30 s to receive the body                    408 ``request_timeout``
-numbers                         seed int64, max_tokens 1..2**31-1 and under  400 ``invalid_value`` /
-                                the context, temperature 0..2, top_p (0,1],   ``context_length_exceeded``
-                                n 1, no NaN/inf
-``max_prompt_chars``            8 characters per context token              413 ``prompt_too_large``
-``max_images_per_request``      1,024                                       413 ``too_many_images``
-``max_image_bytes``             20 MiB per image file                       413 ``image_too_large``
-``max_image_pixels``            16,777,216 (4096 x 4096), header only       413 ``image_too_large``
-``max_request_pixels``          67,108,864 for all images of a request      413 ``request_too_large``
-``remote_timeout_s``            10 s for a remote image, redirects included  400 ``image_fetch_failed``
-``remote_max_redirects``        3                                           400 ``image_fetch_failed``
-context                         the model's ``context_length``              400 ``context_length_exceeded``
-==============================  ==========================================  =========================
+* headers: 64 KiB in all (:data:`~giraffe_core.engine.server_security.MAX_HEADER_BYTES`), 431
+  ``headers_too_large``;
+* :attr:`~ServerConfig.max_pending_requests`: 16 requests being read, queued or run (``--max-pending``),
+  503 ``server_busy``, answered before the body is read;
+* :attr:`~ServerConfig.max_body_bytes`: 20 MiB, counted while reading whatever ``Content-Length``
+  says (``--max-body-mb``), 413 ``request_too_large``;
+* :attr:`~ServerConfig.body_timeout_s`: 30 s to receive the body, 408 ``request_timeout``;
+* numbers: ``seed`` a 64-bit integer, ``max_tokens``/``max_completion_tokens`` 1 to 2**31 - 1 and
+  below the context length, ``temperature`` 0 to 2, ``top_p`` over 0 to 1, ``n`` 1, no NaN or
+  infinity, no integer of over 4,300 digits: 400 ``invalid_value``, ``invalid_json`` or
+  ``context_length_exceeded``;
+* :attr:`~ServerConfig.max_prompt_chars`: 8 characters of text per context token (32,768 for a
+  4,096-token model; ``--max-prompt-chars``), 413 ``prompt_too_large``, before tokenizing;
+* :attr:`~ServerConfig.max_images_per_request`: 1,024 (``--max-images``), 413 ``too_many_images``;
+* :attr:`~ServerConfig.max_image_bytes`: 20 MiB per image file (data URL, local or remote), 413
+  ``image_too_large``;
+* :attr:`~ServerConfig.max_image_pixels`: 16,777,216 pixels (4096 x 4096) per image, read from the
+  header before decoding, and never more than Pillow's ``Image.MAX_IMAGE_PIXELS``
+  (``--max-image-pixels``), 413 ``image_too_large``;
+* :attr:`~ServerConfig.max_request_pixels`: 67,108,864 pixels for all images of a request
+  (``--max-request-pixels``), 413 ``request_too_large``;
+* :attr:`~ServerConfig.remote_timeout_s`: 10 s per remote image, redirects included, and
+  :attr:`~ServerConfig.remote_max_redirects`: 3, both 400 ``image_fetch_failed``;
+* the model's ``context_length`` for the prompt plus the reply, 400 ``context_length_exceeded``.
 
-Memory: a queued request holds its image bytes (never more than ``max_body_bytes``) and its text;
-images are decoded only on the worker, one request at a time (about 5 bytes per pixel while
-converting, so at most ~320 MiB at the default ``max_request_pixels``). Pixels are counted from
-the image header, so a small file of many pixels (a decompression bomb) is refused in milliseconds.
+Memory: a request holds its body while it is read and parsed, then only its image bytes and text
+while it waits (so at most about ``max_pending_requests`` x ``max_body_bytes`` for the queue);
+images are decoded only on the worker, one request at a time, at about 5 bytes per pixel while
+converting (at most ~320 MiB at the default ``max_request_pixels``). A small file of many pixels
+(a decompression bomb) is refused from its header in milliseconds.
 
 Errors are OpenAI-shaped JSON, ``{"error": {"message", "type", "param", "code"}}``: the 4xx above,
 400 for malformed JSON, schemas, base64 or images and unsupported content, 404 for an unknown
 model (``model_not_found``) or route, 405 for a wrong method, 500 for a failure inside the model
-(logged with its traceback). None of them stops the server. (Requests that do not even parse as
-HTTP, e.g. headers over uvicorn's 16 KiB limit, are refused by uvicorn itself, as plain text.)
+(logged with its traceback). None of them stops the server. Two answers are not this server's
+JSON: a request that does not parse as HTTP (e.g. a header section of about a megabyte) is cut
+off by uvicorn itself, and a CORS preflight from an origin that is not listed gets starlette's
+plain-text 400.
 
 Queuing: the model is not thread-safe, so every request that touches it (decoding images,
 preparing inputs and generating) runs on ONE worker thread, first come, first served; the event
@@ -114,8 +130,7 @@ logger = logging.getLogger(__name__)
 
 def _add_middleware(app: Any, config: ServerConfig) -> None:
     """The security layers, outermost last: Host check, then CORS (only if asked), then key and JSON."""
-    key = None if config.api_key is None else config.api_key.get_secret_value()
-    app.add_middleware(AccessGuard, api_key=key)
+    app.add_middleware(AccessGuard, api_key=config.api_key)  # still a SecretStr: no repr shows it
     if config.cors_allowed_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -157,6 +172,7 @@ def create_app(engine: Engine, *, model_name: str | None = None, config: ServerC
     """
     fastapi = require("fastapi", extra="serve", purpose="serve the OpenAI-compatible API")
     from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.requests import ClientDisconnect
 
     config = config or ServerConfig()
     service = ChatService(engine, model_name or engine.name, config)
@@ -210,6 +226,9 @@ def create_app(engine: Engine, *, model_name: str | None = None, config: ServerC
         except RequestError as exc:
             logger.info("chat completion refused (%d %s): %s", exc.status, exc.error_code, exc.message[:300])
             return error_response(exc)
+        except ClientDisconnect:  # the client went away while sending its body: nobody to answer
+            logger.info("chat completion abandoned: the client disconnected while sending its request")
+            return error_response(RequestError("the client disconnected", error_code="client_disconnected"))
         except GiraffeError as exc:  # InputError, ConfigError from preparing the chat
             logger.info("chat completion refused (400): %s", str(exc)[:300])
             return error_response(RequestError(str(exc), error_code=exc.code))

@@ -30,6 +30,8 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import SecretStr
+
 from giraffe_core.engine.server_config import ServerConfig
 from giraffe_core.engine.server_errors import RequestError, send_error
 from giraffe_core.errors import ConfigError
@@ -136,9 +138,9 @@ def _bearer(value: str | None) -> str | None:
 class AccessGuard:
     """ASGI middleware: the API key (401) and JSON request bodies (415), see the module doc."""
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, api_key: SecretStr | None = None) -> None:
         self.app = app
-        self._key = None if api_key is None else api_key.encode("latin-1")
+        self._key = None if api_key is None else api_key.get_secret_value().encode("latin-1")
 
     def refusal(self, scope: dict[str, Any]) -> RequestError | None:
         """What is wrong with the request's credentials or content type, or ``None``."""
