@@ -11,6 +11,13 @@ when parsing keeps failing. ``zoom`` is handled here: it brings an earlier frame
 memory at full resolution instead of touching the environment.
 
 The core is asynchronous (:meth:`Agent.run_async`); :meth:`Agent.run` is the synchronous entry.
+
+Secrets: every text that enters the memory (and so reaches the model: system prompt, task,
+events, the model's own replies, parse feedback, action results, frame captions) and every text
+the loop logs or returns in :class:`AgentResult` passes through ``Secrets.redact`` first, like
+everything :class:`~giraffe_agent.trajectory.RunWriter` writes; a reply is parsed from the raw
+text, so an action the model wrote with a value still types it. Screens are masked by the
+environment (:class:`~giraffe_agent.envs.browser.BrowserEnv`) before the loop sees them.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from giraffe_agent.report import write_report
 from giraffe_agent.safety import SafetyPolicy, Secrets
 from giraffe_agent.trajectory import ParseInfo, RunMeta, RunResult, RunWriter, StepRecord, Timings
 from giraffe_core.errors import ConfigError, GiraffeError, InputError
-from giraffe_core.memory import FrameItem, MemoryConfig, RenderedContext, TimelineMemory
+from giraffe_core.memory import FrameItem, MemoryConfig, RenderedContext, Role, TimelineMemory
 from giraffe_core.resolution import frame_plan
 
 __all__ = [
@@ -226,11 +233,11 @@ class Agent:
             try:
                 status, answer, info = await self._episode(run, memory, records)
             except GiraffeError as exc:
-                status, error = "error", str(exc)
-                logger.error("run ended on an error: %s", exc)
+                status, error = "error", self.secrets.redact(str(exc))
+                logger.error("run ended on an error: %s", error)
             except Exception as exc:  # a bug in a backend, hook or environment: recorded, then raised
-                status, error, unexpected = "error", f"{type(exc).__name__}: {exc}", exc
-                logger.error("run ended on an unexpected %s: %s", type(exc).__name__, exc)
+                status, error, unexpected = "error", self.secrets.redact(f"{type(exc).__name__}: {exc}"), exc
+                logger.error("run ended on an unexpected %s", error)
             finally:
                 await self.env.close()
             result = RunResult.from_steps(records, status=status, answer=answer, error=error,
@@ -241,6 +248,7 @@ class Agent:
         report = write_report(run.directory) if self.config.write_report else None
         if unexpected is not None:
             raise unexpected
+        answer, info = self.secrets.redact(answer), self.secrets.redact(info)
         return AgentResult(status=status, answer=answer, steps=result.steps, run_dir=run.directory,
                            trajectory=run.directory / "trajectory.jsonl", report=report,
                            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
@@ -274,8 +282,9 @@ class Agent:
                        records: list[StepRecord]) -> tuple[Status, str | None, dict]:
         config = self.config
         budget = self.safety.budget()
-        memory.add_text("system", config.system_prompt or system_prompt(coordinate_space=config.coordinate_space,
-                                                                          allow_zoom=config.allow_zoom))
+        say = self._say
+        say(memory, "system", config.system_prompt or system_prompt(coordinate_space=config.coordinate_space,
+                                                                     allow_zoom=config.allow_zoom))
         observation = await self.env.start()
         if self.task is None:  # the environment's own instruction (e.g. a MiniWoB++ utterance)
             instruction = getattr(self.env, "instruction", None)
@@ -284,7 +293,7 @@ class Agent:
                                  hint="pass the task text to Agent(task=...)")
             self.task = str(instruction)
             run.write_meta(self._meta.model_copy(update={"task": self.task}))
-        memory.add_text("task", self.task, step=0)
+        say(memory, "task", self.task, step=0)
         history: list[tuple[str, str]] = []  # (action json, frame digest) of executed actions
         step = 0
         new_frame = True
@@ -297,16 +306,17 @@ class Agent:
                 return ("max_steps" if "step" in exhausted else "timeout"), None, observation.info
             if new_frame:
                 for event in observation.events:
-                    memory.add_text("tool", event, step=step)
-                memory.add_frame(observation.image, step=step, url=observation.url, title=observation.title,
-                                 source="browser")
+                    say(memory, "tool", event, step=step)
+                redact = self.secrets.redact
+                memory.add_frame(observation.image, step=step, url=redact(observation.url),
+                                 title=redact(observation.title), source="browser")
             step_began = time.monotonic()
             asked = await self._ask(run, memory, records, observation, step)
             if asked is None:
                 return "parse_errors", None, observation.info
             parsed, context, transform, completion, model_s, attempt = asked
             action = parsed.action
-            memory.set_action(action_to_json(action), frame_id=self._current_frame(memory).id)
+            memory.set_action(self.secrets.redact(action_to_json(action)), frame_id=self._current_frame(memory).id)
             record = dict(step=step, context=context, frames=memory.frames, action=action, observation=observation,
                           transform=transform, completion=completion, attempt=attempt)
             if isinstance(action, (Done, Fail)):
@@ -318,7 +328,7 @@ class Agent:
             result, new_frame = await self._execute(action, observation, memory, transform, step)
             act_s = time.monotonic() - act_began
             if result.message:
-                memory.add_text("tool" if result.ok else "error", result.message, step=step)
+                say(memory, "tool" if result.ok else "error", result.message, step=step)
             if new_frame:
                 observation = await self.env.observe()
             budget.record_step()
@@ -327,8 +337,8 @@ class Agent:
                                         style=parsed.style))
             history.append((action_to_json(action), self._current_frame(memory).digest))
             if len(history) >= config.loop_repeats and len(set(history[-config.loop_repeats:])) == 1:
-                logger.info("stopping: %s repeated %d times on an unchanged screen", history[-1][0],
-                            config.loop_repeats)
+                logger.info("stopping: %s repeated %d times on an unchanged screen",
+                            self.secrets.redact(history[-1][0]), config.loop_repeats)
                 return "loop", None, observation.info
             step += 1
 
@@ -344,11 +354,11 @@ class Agent:
             began = time.monotonic()
             completion = await asyncio.to_thread(self.backend.complete, request)
             model_s = time.monotonic() - began
-            memory.add_text("model", completion.text, step=step)
+            self._say(memory, "model", completion.text, step=step)
             try:
                 parsed = parse_action(completion.text, default_space=self.config.coordinate_space)
             except ParseError as exc:
-                memory.add_text("error", exc.feedback, step=step)
+                self._say(memory, "error", exc.feedback, step=step)
                 records.append(self._append(run, dict(step=step, attempt=attempt, context=context,
                                                       frames=memory.frames, observation=observation,
                                                       transform=transform, completion=completion),
@@ -356,6 +366,10 @@ class Agent:
                 continue
             return parsed, context, transform, completion, model_s, attempt
         return None
+
+    def _say(self, memory: TimelineMemory, role: Role, text: str, *, step: int | None = None) -> None:
+        """Add a text turn to the memory (and so to what the model reads), redacted."""
+        memory.add_text(role, self.secrets.redact(text), step=step)
 
     @staticmethod
     def _current_frame(memory: TimelineMemory) -> FrameItem:

@@ -28,7 +28,8 @@ What matches a value:
 * every line of a value of several lines on its own, when it has :data:`MIN_PREFIX` characters or
   more (typing a newline into a single-line field may submit only the first line);
 * a cut-short value: its first :data:`MIN_PREFIX` units or more (a whitespace run is one unit),
-  and a partly cut escape, followed by ``...`` or ``…``, the marks shorteners append.
+  and a partly cut escape, followed by ``...`` or ``…`` (the marks shorteners append), with or
+  without whitespace between.
   :meth:`Secrets.shorten` redacts BEFORE it cuts and treats its own cut point the same way.
 
 An existing placeholder of a known name is left alone, so redacting twice changes nothing.
@@ -69,6 +70,7 @@ _ONE_LETTER = {'"': '"', "'": "'", "\\": "\\", "/": "/", "b": "\b", "f": "\f", "
 _PARTIAL_END = re.compile(r"(?:(?:%[0-9A-Fa-f]{2})*%[0-9A-Fa-f]?|(?:\\u[dD][89abAB][0-9A-Fa-f]{2})?\\"
                           r"(?:u\{?[0-9A-Fa-f]{0,5}|U[0-9A-Fa-f]{0,7}|x[0-9A-Fa-f]?)?|&#?[xX]?[0-9A-Za-z]{0,31}"
                           r"|[\ud800-\udbff])\Z")
+_TRAILING_SPACE = re.compile(r"\s+\Z")
 _CUT_MARK = re.compile("|".join(re.escape(e) for e in ELLIPSES))
 _WHITESPACE = re.compile(r"[\s+]*")
 
@@ -237,6 +239,8 @@ def _cut_start(view: _View, end: int, units: tuple[str, ...]) -> int | None:
     ``end`` of ``view`` (or ends there in a partly cut escape: one still undecoded, or the last
     character decoded, which may stand for a cut UTF-8 sequence); ``None`` if there is none."""
     text, stops = view.text, [end]
+    if (space := _TRAILING_SPACE.search(text, max(0, end - 16), end)) is not None:
+        stops.append(space.start())  # "cut\n... (12 more characters)"
     if (partial := _PARTIAL_END.search(text, max(0, end - 48), end)) is not None:
         stops.append(partial.start())
     for stop in list(stops):

@@ -62,9 +62,16 @@ Safety (:class:`~giraffe_agent.safety.SafetyPolicy`), enforced at the network la
   reported; a popup or ``target=_blank`` tab becomes the current tab (reported), and one whose
   first page is refused is closed again at once (reported), since no action closes tabs.
 
-Secret values never reach a log record, an :class:`ActResult` message, an event, or an
-observation's URL or title: everything this module emits passes through ``Secrets.redact``
-(the screenshot itself can of course show what a page displays).
+Secrets (:class:`~giraffe_agent.safety.Secrets`): a value never reaches a log record, an
+:class:`ActResult` message, an event, an element of an observation, or an observation's URL or
+title, in any encoding redaction knows: everything this module emits passes through
+``Secrets.redact``, and is shortened only after (``Secrets.shorten``). A Type action that
+fills a secret types it character by character, a newline inserted as text (never pressed as
+Enter), and follows every element it goes into; every screenshot then has each place a secret
+may show painted over (``mask_secrets``, on by default): those elements, fields and text that
+hold a secret (:mod:`giraffe_agent.envs.secret_masks` says what is found and what is not); a
+page that cannot be checked is hidden whole. Masking happens before the observation is
+returned, so before a frame is stored or sent to a model.
 """
 
 from __future__ import annotations
@@ -111,7 +118,9 @@ from giraffe_agent.envs.base import ActResult, Element, Observation
 from giraffe_agent.envs.chromium import find_chromium
 from giraffe_agent.envs.chromium_flags import DEFAULT_CHROMIUM_ARGS, launch_args
 from giraffe_agent.envs.page_scripts import ELEMENTS_JS, PROBE_JS, SELECT_JS, TIMER_INIT_JS
-from giraffe_agent.envs.proxy import AllowlistProxy, short
+from giraffe_agent.envs.proxy import AllowlistProxy
+from giraffe_agent.envs.secret_masks import SecretMasks
+from giraffe_agent.masking import Box, hide_all, paint_boxes
 from giraffe_agent.safety import SafetyError, SafetyPolicy, SecretError, Secrets
 from giraffe_core.errors import GiraffeError
 from giraffe_core.extras import require
@@ -375,6 +384,10 @@ class BrowserEnv:
         shared: run in this already-launched Chromium (:class:`SharedBrowser`) instead of launching
             one: the episode gets its own browser context (cookies, storage, allowlist proxy) and
             closing the environment closes only that context. Much faster for many episodes.
+        mask_secrets: paint over every place a secret may show (the fields it was typed into,
+            fields and text holding it; see :mod:`giraffe_agent.envs.secret_masks`) in every
+            screenshot before it is returned, so before it is stored or sent to a model. On by
+            default; ``False`` is the user's explicit choice to let screenshots show them.
 
     Attributes:
         browser_info: the Chromium launched (after :meth:`start`).
@@ -382,12 +395,15 @@ class BrowserEnv:
     """
 
     def __init__(self, start_url: str, config: BrowserConfig | None = None, safety: SafetyPolicy | None = None,
-                 secrets: Secrets | None = None, *, shared: SharedBrowser | None = None) -> None:
+                 secrets: Secrets | None = None, *, shared: SharedBrowser | None = None,
+                 mask_secrets: bool = True) -> None:
         self.start_url = start_url
         self.shared = shared
         self.config = config or BrowserConfig()
         self.safety = safety or SafetyPolicy()
         self.secrets = secrets or _NO_SECRETS
+        self.mask_secrets = mask_secrets
+        self._masks = SecretMasks(self.secrets) if len(self.secrets) else None
         self.guard = self.safety.url_guard(start_url)
         self.browser_info: BrowserInfo | None = None
         self.downloads: list[Path] = []
@@ -413,9 +429,9 @@ class BrowserEnv:
 
     @classmethod
     def sync(cls, start_url: str, config: BrowserConfig | None = None, safety: SafetyPolicy | None = None,
-             secrets: Secrets | None = None) -> SyncBrowserEnv:
+             secrets: Secrets | None = None, *, mask_secrets: bool = True) -> SyncBrowserEnv:
         """The same environment behind a synchronous API (:class:`SyncBrowserEnv`)."""
-        return SyncBrowserEnv(start_url, config, safety, secrets)
+        return SyncBrowserEnv(start_url, config, safety, secrets, mask_secrets=mask_secrets)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -440,7 +456,7 @@ class BrowserEnv:
             raise BrowserError("this BrowserEnv was already started" if not self._closed else
                                "this BrowserEnv is closed", hint="create a new BrowserEnv for a new episode")
         if (reason := self.guard.check(self.start_url)) is not None:
-            raise SafetyError(f"the start URL {short(self._redact(self.start_url))} is refused: {reason} "
+            raise SafetyError(f"the start URL {self._short(self.start_url)} is refused: {reason} "
                               f"(allowed: {self.guard.describe()})",
                               hint="add its host to SafetyPolicy.allowed_domains (or set allow_file_urls)")
         require("playwright", extra="agent", purpose="drive the browser environment")
@@ -464,7 +480,7 @@ class BrowserEnv:
                 await self._page.goto(self.start_url, wait_until="commit",
                                       timeout=self.config.navigation_timeout_s * 1000)
             except PlaywrightError as exc:
-                raise BrowserError(f"could not open the start URL {short(self._redact(self.start_url))}: "
+                raise BrowserError(f"could not open the start URL {self._short(self.start_url)}: "
                                    f"{self._redact(_first_line(exc))}") from exc
             self._last_network = time.monotonic()
             return await self.observe()
@@ -506,6 +522,8 @@ class BrowserEnv:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._masks is not None:
+            await self._masks.close()
         if self.shared is not None and self._context is not None:  # the shared Chromium stays up
             try:
                 await self._context.close()
@@ -546,6 +564,10 @@ class BrowserEnv:
     def _redact(self, text: str) -> str:
         return self.secrets.redact(text)
 
+    def _short(self, text: str, limit: int = 200) -> str:
+        """``text`` redacted, then cut to ``limit`` characters (never leaving a secret's prefix)."""
+        return self.secrets.shorten(text, limit)
+
     def _note(self, message: str) -> None:
         message = self._redact(message)
         self._events[message] = self._events.get(message, 0) + 1
@@ -574,7 +596,7 @@ class BrowserEnv:
         page.on("close", self._on_close)
         if announce:
             self._note("a new tab opened and is now the current tab")
-            logger.info("a new tab opened: %s", self._redact(short(page.url)))
+            logger.info("a new tab opened: %s", self._short(page.url))
             self._spawn(self._watch_new_tab(page))
 
     def _on_close(self, page: Page) -> None:
@@ -615,7 +637,7 @@ class BrowserEnv:
             if reason is None:
                 await route.continue_()
                 return
-            text = f"blocked request to {short(url)} ({reason})"
+            text = f"blocked request to {self._short(url)} ({reason})"
             self._note(text)
             logger.warning("%s [%s]", self._redact(text), request.resource_type)
             await route.abort("blockedbyclient")
@@ -625,14 +647,14 @@ class BrowserEnv:
                 except PlaywrightError:
                     self._blocked_popups.append(url)
         except PlaywrightError as exc:  # the page or context went away meanwhile
-            logger.debug("route for %s: %s", self._redact(short(url)), exc)
+            logger.debug("route for %s: %s", self._short(url), exc)
 
     def _on_request(self, request: Request) -> None:
         if request.resource_type in _SETTLE_RESOURCE_TYPES:
             self._inflight.add(request)
             self._last_network = time.monotonic()
         if request.redirected_from is not None and (reason := self.guard.check(request.url)) is not None:
-            text = f"blocked redirect to {short(request.url)} ({reason})"
+            text = f"blocked redirect to {self._short(request.url)} ({reason})"
             self._note(text)
             logger.warning("%s", self._redact(text))
 
@@ -653,13 +675,13 @@ class BrowserEnv:
 
     def _on_websocket(self, ws: WebSocket) -> None:
         if (reason := self.guard.check(ws.url)) is not None:
-            text = f"blocked WebSocket to {short(ws.url)} ({reason})"
+            text = f"blocked WebSocket to {self._short(ws.url)} ({reason})"
             self._note(text)
             logger.warning("%s", self._redact(text))
 
     async def _on_dialog(self, dialog: Dialog) -> None:
         accept = self.config.dialogs == "accept" or dialog.type == "beforeunload"
-        kind, message = dialog.type, short(dialog.message, 300)
+        kind, message = dialog.type, self._short(dialog.message, 300)
         try:
             await (dialog.accept() if accept else dialog.dismiss())
         except Exception as exc:
@@ -668,7 +690,7 @@ class BrowserEnv:
 
     async def _on_download(self, download: Download) -> None:
         name = Path(download.suggested_filename.replace("\\", "/")).name or "download"
-        source = short(download.url)
+        source = self._short(download.url)
         if not self.safety.allow_downloads:
             try:
                 await download.cancel()
@@ -739,39 +761,62 @@ class BrowserEnv:
             await asyncio.sleep(cfg.animation_delay_s)
 
     async def _elements(self, page: Page) -> list[Element]:
-        rows = await page.evaluate(ELEMENTS_JS, 200)
-        return [Element(tag=r["tag"], text=self._redact(r["text"]),
+        rows = await page.evaluate(ELEMENTS_JS, 1 << 20)  # cut here, after redaction
+        return [Element(tag=r["tag"], text=self.secrets.shorten(r["text"], 200, ellipsis=""),
                         box=(float(r["box"][0]), float(r["box"][1]), float(r["box"][2]), float(r["box"][3])),
                         id=r["id"], classes=r["classes"],
                         value=None if r["value"] is None else self._redact(str(r["value"])),
                         focused=bool(r["focused"]))
                 for r in rows]
 
+    async def _mask_boxes(self, page: Page) -> list[Box] | None:
+        """Where a secret may show now (CSS px), ``[]`` without secrets or with masking off;
+        ``None`` when the page cannot be checked (the whole screen is then hidden)."""
+        if self._masks is None or not self.mask_secrets:
+            return []
+        try:
+            return await asyncio.wait_for(self._masks.boxes(page), self.config.action_timeout_s)
+        except Exception as exc:  # unreadable, timed out, crashed: fail closed
+            reason = self._redact(_first_line(exc))
+            logger.warning("hiding the whole screen: the page could not be checked for secrets (%s)", reason)
+            return None
+
+    def _masked(self, image: Image.Image, *boxes: list[Box] | None) -> Image.Image:
+        if any(b is None for b in boxes):
+            self._note("the whole screen is hidden: the page could not be checked for secrets")
+            return hide_all(image)
+        found = [box for group in boxes if group for box in group]
+        return paint_boxes(image, found, self.config.device_scale_factor) if found else image
+
     async def observe(self) -> Observation:
         """Wait for the page to settle (see the module doc), then screenshot the viewport.
 
         Returns an observation whose image is ``viewport_css * device_scale_factor`` device
-        pixels, with the URL, title, and the events since the previous observation.
+        pixels, with every place a secret may show painted over (unless ``mask_secrets`` is off),
+        and the URL, title, and the events since the previous observation.
 
         Raises:
             BrowserError: not started, closed, or the page cannot be captured (crashed).
         """
         await self._settle()
         page = self._page
+        before = await self._mask_boxes(page)
         try:
             png = await page.screenshot(type="png", timeout=self.config.action_timeout_s * 1000)
             elements = await self._elements(page) if self.config.capture_elements else None
         except Exception as exc:
-            raise BrowserError(f"could not capture the page: {_first_line(exc)}") from exc
+            raise BrowserError(f"could not capture the page: {self._redact(_first_line(exc))}") from exc
+        after = await self._mask_boxes(page)  # the union of both: a box that moved is covered
         image = Image.open(io.BytesIO(png))
         image.load()
+        image = self._masked(image.convert("RGB"), before, after)
         try:
             title: str | None = self._redact(await page.title())
         except Exception:
             title = None
         size = page.viewport_size
         viewport = (size["width"], size["height"]) if size else self.config.viewport_css
-        return Observation(image=image.convert("RGB"), viewport_css=viewport,
+        return Observation(image=image, viewport_css=viewport,
                            device_scale_factor=self.config.device_scale_factor, wall_time=time.time(),
                            url=self._redact(page.url), title=title, events=self._drain_events(), elements=elements)
 
@@ -834,10 +879,13 @@ class BrowserEnv:
                 x, y = transform.to_css(action.x, action.y, action.space)
                 await mouse.click(x, y)
                 where = f" at ({x:.0f}, {y:.0f}) CSS px"
-            await keyboard.type(text)
+            if self._masks is not None and (Secrets.references(action.text) or self.secrets.contains_value(text)):
+                await self._masks.type_text(page, text)  # follows the fields it goes into
+            else:
+                await keyboard.type(text)
             if action.submit:
                 await keyboard.press("Enter")
-            shown = short(action.text, 80)  # the placeholders, never the filled text
+            shown = self._short(action.text, 80)  # the placeholders, never the filled text
             return ActResult(True, f"typed {shown!r}{where}" + (" and pressed Enter" if action.submit else ""))
         if isinstance(action, KeyPress):
             await keyboard.press(action.keys)
@@ -867,7 +915,7 @@ class BrowserEnv:
             if not await self._can_go_back(page):
                 return ActResult(False, "there is no previous page to go back to")
             await page.go_back(wait_until="commit", timeout=cfg.navigation_timeout_s * 1000)
-            return ActResult(True, f"went back to {short(page.url)}")
+            return ActResult(True, f"went back to {self._short(page.url)}")
         if isinstance(action, Wait):
             await asyncio.sleep(action.seconds)
             return ActResult(True, f"waited {action.seconds:g} s")
@@ -913,12 +961,12 @@ class BrowserEnv:
     async def _goto(self, page: Page, raw_url: str) -> ActResult:
         url = self._resolve_url(page, raw_url)
         if (reason := self.guard.check(url)) is not None:
-            logger.warning("goto blocked: %s (%s)", self._redact(short(url)), reason)
-            return ActResult(False, f"goto blocked: {short(url)} is {reason}"
+            logger.warning("goto blocked: %s (%s)", self._short(url), reason)
+            return ActResult(False, f"goto blocked: {self._short(url)} is {reason}"
                              + (f" (allowed: {self.guard.describe()})" if reason.startswith("not in") else ""))
         response = await page.goto(url, wait_until="commit", timeout=self.config.navigation_timeout_s * 1000)
         status = f" (HTTP {response.status})" if response is not None and response.status >= 400 else ""
-        return ActResult(True, f"opened {short(page.url)}{status}")
+        return ActResult(True, f"opened {self._short(page.url)}{status}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -937,8 +985,9 @@ class SyncBrowserEnv:
     """
 
     def __init__(self, start_url: str, config: BrowserConfig | None = None, safety: SafetyPolicy | None = None,
-                 secrets: Secrets | None = None, *, call_timeout_s: float = 600.0) -> None:
-        self.env = BrowserEnv(start_url, config, safety, secrets)
+                 secrets: Secrets | None = None, *, call_timeout_s: float = 600.0,
+                 mask_secrets: bool = True) -> None:
+        self.env = BrowserEnv(start_url, config, safety, secrets, mask_secrets=mask_secrets)
         self._call_timeout_s = call_timeout_s
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="giraffe-browser-loop", daemon=True)

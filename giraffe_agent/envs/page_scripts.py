@@ -1,7 +1,22 @@
 """JavaScript the browser environment runs in pages: timer tracking, the settle probe, the visible
-elements (for scripted demonstrators and tests) and choosing an option of a ``<select>``."""
+elements (for scripted demonstrators and tests), choosing an option of a ``<select>``, and what
+secret masking reads (the focused element, the texts and field values of a frame, boxes).
 
-__all__ = ["ELEMENTS_JS", "PROBE_JS", "SELECT_JS", "TIMER_INIT_JS"]
+Boxes are ``[x, y, width, height]`` in CSS pixels of the frame's own viewport. Secret values are
+never passed into a page: the page's texts come out and are compared in Python.
+"""
+
+__all__ = [
+    "COLLECT_TEXTS_JS",
+    "ELEMENTS_JS",
+    "ELEMENT_BOXES_JS",
+    "FOCUSED_JS",
+    "FRAME_CONTENT_JS",
+    "PROBE_JS",
+    "SELECT_JS",
+    "TEXT_BOXES_JS",
+    "TIMER_INIT_JS",
+]
 
 TIMER_INIT_JS = """
 (() => {
@@ -95,5 +110,92 @@ SELECT_JS = """
   sel.dispatchEvent(new Event('input', {bubbles: true, composed: true}));
   sel.dispatchEvent(new Event('change', {bubbles: true}));
   return {label: norm(opts[i].label), value: opts[i].value};
+}
+"""
+
+#: the element keyboard input goes to in this frame (through open shadow roots), or null when
+#: no element other than the body has the focus
+FOCUSED_JS = """
+() => {
+  let el = document.activeElement;
+  while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+  if (!el || el === document.body || el === document.documentElement) return null;
+  return el;
+}
+"""
+
+#: every text node and every field of the frame (through open shadow roots; not head, script,
+#: style, template), in document order, as {nodes, texts, fields, over}: fields[i] is true for an
+#: input, textarea or select (its value and placeholder); over: more than maxChars characters
+COLLECT_TEXTS_JS = """
+(maxChars) => {
+  const nodes = [], texts = [], fields = [];
+  let total = 0, over = false;
+  const skip = new Set(['head', 'script', 'style', 'template', 'noscript']);
+  const add = (node, text, field) => {
+    if (!text) return;
+    total += text.length;
+    if (total > maxChars) { over = true; return; }
+    nodes.push(node); texts.push(text); fields.push(field);
+  };
+  const filter = {acceptNode: n => n.nodeType === 1 && skip.has(n.localName) ? NodeFilter.FILTER_REJECT
+                                                                               : NodeFilter.FILTER_ACCEPT};
+  const visit = (root) => {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT, filter);
+    for (let node = walker.nextNode(); node && !over; node = walker.nextNode()) {
+      if (node.nodeType === 3) { add(node, node.data, false); continue; }
+      const tag = node.localName;
+      if (tag === 'input' || tag === 'textarea' || tag === 'select') {
+        add(node, String(node.value || ''), true);
+        add(node, String(node.placeholder || ''), true);
+      }
+      if (node.shadowRoot) visit(node.shadowRoot);
+    }
+  };
+  if (document.documentElement) visit(document.documentElement);
+  return {nodes, texts, fields, over};
+}
+"""
+
+#: the boxes of the nodes at the given indices of a COLLECT_TEXTS_JS collection: a text node's
+#: line boxes, an element's border box (nothing for a node no longer in the document)
+TEXT_BOXES_JS = """
+(c, indices) => indices.map(i => {
+  const node = c.nodes[i];
+  if (!node || !node.isConnected) return [];
+  let rects;
+  if (node.nodeType === 3) {
+    const range = node.ownerDocument.createRange();
+    range.selectNodeContents(node);
+    rects = Array.from(range.getClientRects());
+  } else {
+    rects = [node.getBoundingClientRect()];
+  }
+  return rects.filter(r => r.width > 0 && r.height > 0).map(r => [r.left, r.top, r.width, r.height]);
+})
+"""
+
+#: an element's border box and the line boxes of its contents (content that overflows it), or
+#: nothing when it is no longer in the document
+ELEMENT_BOXES_JS = """
+(el) => {
+  if (!el.isConnected) return [];
+  const rects = [el.getBoundingClientRect()];
+  const range = el.ownerDocument.createRange();
+  range.selectNodeContents(el);
+  for (const r of range.getClientRects()) rects.push(r);
+  return rects.filter(r => r.width > 0 && r.height > 0).map(r => [r.left, r.top, r.width, r.height]);
+}
+"""
+
+#: where a frame element's content box starts inside its border box, and its size:
+#: [left, top, width, height], CSS px
+FRAME_CONTENT_JS = """
+(el) => {
+  const s = getComputedStyle(el);
+  const px = v => parseFloat(v) || 0;
+  return [el.clientLeft + px(s.paddingLeft), el.clientTop + px(s.paddingTop),
+          el.clientWidth - px(s.paddingLeft) - px(s.paddingRight),
+          el.clientHeight - px(s.paddingTop) - px(s.paddingBottom)];
 }
 """
