@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from giraffe_agent.safety import UrlGuard
 
-__all__ = ["AllowlistProxy", "BadRequest", "ProxyRequest", "parse_head"]
+__all__ = ["AllowlistProxy"]
 
 logger = logging.getLogger(__name__)
 
