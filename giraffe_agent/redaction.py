@@ -11,8 +11,8 @@ are found too); a match in a view redacts the characters of the original text it
 The escapes decoded (hexadecimal digits in either case):
 
 * percent-encoding: UTF-8 (``quote``, ``quote_plus``, ``encodeURIComponent``, the WHATWG
-  ``application/x-www-form-urlencoded`` serializer, a URL's own minimal encoding) and Latin-1
-  (``%E9``);
+  ``application/x-www-form-urlencoded`` serializer, a URL's own minimal encoding), Latin-1
+  (``%E9``) and JavaScript's ``escape()`` (``%u65E5``);
 * backslash escapes of JSON, JavaScript and Python: ``\\"``, ``\\'``, ``\\\\``, ``\\/``,
   ``\\n`` and the other one-letter escapes, ``\\u00e9``, surrogate pairs, ``\\xe9``,
   ``\\U0001f600``, ``\\u{1f600}``;
@@ -21,10 +21,10 @@ The escapes decoded (hexadecimal digits in either case):
 
 What matches a value:
 
-* its characters in order, where a run of whitespace in the value matches any run of
-  whitespace or ``+`` (a form's space), or nothing (a text input drops a newline, a title
-  collapses it into a space, a form post sends ``%0D%0A``); whitespace at either end of the
-  value is not part of what is matched;
+* its characters in order (the value as given, and its NFC, NFD and NFKC normal forms), where
+  a run of whitespace in the value matches any run of whitespace or ``+`` (a form's space), or
+  nothing (a text input drops a newline, a title collapses it into a space, a form post sends
+  ``%0D%0A``); whitespace at either end of the value is not part of what is matched;
 * every line of a value of several lines on its own, when it has :data:`MIN_PREFIX` characters or
   more (typing a newline into a single-line field may submit only the first line);
 * a cut-short value: its first :data:`MIN_PREFIX` units or more (a whitespace run is one unit),
@@ -41,6 +41,7 @@ import bisect
 import html
 import os
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,7 +62,7 @@ ELLIPSES = ("...", "\u2026")
 _SECRET_REF = re.compile(r"\{\{\s*secret:([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 _SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _ESCAPE = re.compile(
-    r"(?P<pct>(?:%[0-9A-Fa-f]{2})+)"
+    r"(?P<pct>(?:%[0-9A-Fa-f]{2})+)|%u(?P<pcu>[0-9A-Fa-f]{4})"
     r"|\\(?P<bsl>u\{[0-9A-Fa-f]{1,6}\}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|x[0-9A-Fa-f]{2}|[\"'\\/bfnrtv0])"
     r"|(?P<amp>&(?:#[0-9]{1,8};?|#[xX][0-9A-Fa-f]{1,6};?|[A-Za-z][A-Za-z0-9]{1,31};?))")
 _ONE_LETTER = {'"': '"', "'": "'", "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
@@ -142,7 +143,7 @@ def _escape_chars(match: re.Match[str]) -> list[tuple[str, int, int]] | None:
     if kind == "amp":
         text = html.unescape(token)
         return None if text == token else [(text, 0, len(token))]
-    body = match.group("bsl")
+    body = match.group("bsl") or "u" + match.group("pcu")
     if body in _ONE_LETTER:
         return [(_ONE_LETTER[body], 0, len(token))]
     code = int(body.strip("uUx{}"), 16)
@@ -219,11 +220,29 @@ def _piece_regex(units: tuple[str, ...]) -> str:
     return "".join(_WHITESPACE.pattern if u.isspace() else re.escape(u) for u in units)
 
 
-def _ends_with(text: str, end: int, units: tuple[str, ...]) -> int | None:
-    """Where ``units`` start when they end at ``end`` of ``text`` (matched backwards); ``None``
-    if they do not."""
+@dataclass(frozen=True)
+class _Piece:
+    """What is matched of one secret: its ``name``, its ``units``, and for a cut, which numbers of
+    first units can end in a given character (``ends[" "]``: in a whitespace run, which matches
+    whitespace, ``+`` or nothing), longest first."""
+
+    name: str
+    units: tuple[str, ...]
+    ends: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def of(cls, name: str, units: tuple[str, ...]) -> _Piece:
+        ends: dict[str, list[int]] = {}
+        for k in range(len(units), MIN_PREFIX - 1, -1):
+            ends.setdefault(" " if units[k - 1].isspace() else units[k - 1], []).append(k)
+        return cls(name, units, {c: tuple(ks) for c, ks in ends.items()})
+
+
+def _ends_with(text: str, end: int, units: tuple[str, ...], count: int) -> int | None:
+    """Where the first ``count`` ``units`` start when they end at ``end`` of ``text`` (matched
+    backwards); ``None`` if they do not."""
     pos = end
-    for unit in reversed(units):
+    for unit in reversed(units[:count]):
         if unit.isspace():
             while pos > 0 and (text[pos - 1].isspace() or text[pos - 1] == "+"):
                 pos -= 1
@@ -234,7 +253,7 @@ def _ends_with(text: str, end: int, units: tuple[str, ...]) -> int | None:
     return pos
 
 
-def _cut_start(view: _View, end: int, units: tuple[str, ...]) -> int | None:
+def _cut_start(view: _View, end: int, piece: _Piece) -> int | None:
     """Start of the longest run of :data:`MIN_PREFIX` or more first units of a value that ends at
     ``end`` of ``view`` (or ends there in a partly cut escape: one still undecoded, or the last
     character decoded, which may stand for a cut UTF-8 sequence); ``None`` if there is none."""
@@ -249,8 +268,10 @@ def _cut_start(view: _View, end: int, units: tuple[str, ...]) -> int | None:
             if not view.literal[segment]:
                 stops.append(view.starts[segment])
     for stop in stops:
-        for k in range(len(units), MIN_PREFIX - 1, -1):
-            if (start := _ends_with(text, stop, units[:k])) is not None:
+        last = text[stop - 1] if stop > 0 else ""
+        counts = sorted({*piece.ends.get(last, ()), *piece.ends.get(" ", ())}, reverse=True)  # a run may be empty
+        for count in counts:
+            if (start := _ends_with(text, stop, piece.units, count)) is not None:
                 return start
     return None
 
@@ -275,7 +296,7 @@ class Secrets:
                 raise SecretError(f"secret {name!r} must be a string with a character other than whitespace")
         self._values: dict[str, str] = merged
         self._pattern: re.Pattern[str] | None = None
-        self._pieces: list[tuple[str, tuple[str, ...]]] = []
+        self._pieces: list[_Piece] = []
 
     @classmethod
     def from_env(cls, names: Mapping[str, str]) -> Secrets:
@@ -338,11 +359,12 @@ class Secrets:
         """The pattern of every secret in a view (built on first use): group 1 a placeholder of a
         known name (left alone), group k > 1 ``self._pieces[k - 2]``."""
         if self._pattern is None and self._values:
-            pieces = list(dict.fromkeys(
+            pieces = [_Piece.of(name, units) for name, units in dict.fromkeys(
                 (name, units) for name, value in sorted(self._values.items(), key=lambda kv: -len(kv[1]))
-                for variant in _views(value) for units in _pieces(variant.text) if units))
+                for form in dict.fromkeys([value, *(unicodedata.normalize(f, value) for f in ("NFC", "NFD", "NFKC"))])
+                for variant in _views(form) for units in _pieces(variant.text) if units)]
             known = "|".join(re.escape(n) for n in sorted(self._values, key=len, reverse=True))
-            alternatives = "".join(f"|({_piece_regex(units)})" for _, units in pieces)
+            alternatives = "".join(f"|({_piece_regex(piece.units)})" for piece in pieces)
             self._pattern = re.compile(f"(\\{{\\{{secret:(?:{known})\\}}\\}}){alternatives}")
             self._pieces = pieces
         return self._pattern
@@ -351,11 +373,11 @@ class Secrets:
         """The secrets in one view, whole or cut short, as spans of the original text."""
         for match in pattern.finditer(view.text):
             if match.lastindex is not None and match.lastindex > 1:
-                yield (*view.origin(match.start(), match.end()), self._pieces[match.lastindex - 2][0])
+                yield (*view.origin(match.start(), match.end()), self._pieces[match.lastindex - 2].name)
         for mark in _CUT_MARK.finditer(view.text):
-            for name, units in self._pieces:
-                if (start := _cut_start(view, mark.start(), units)) is not None and start < mark.start():
-                    yield (*view.origin(start, mark.start()), name)
+            for piece in self._pieces:
+                if (start := _cut_start(view, mark.start(), piece)) is not None and start < mark.start():
+                    yield (*view.origin(start, mark.start()), piece.name)
                     break
 
     def find(self, text: str) -> list[tuple[int, int, str]]:

@@ -15,6 +15,7 @@ import html
 import json
 import random
 import re
+import unicodedata
 from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
@@ -45,6 +46,18 @@ def url_query(text: str) -> str:
     return quote(text, safe="!$%&()*+,-./:;=?@[\\]^_`{|}~")
 
 
+def js_escape(text: str) -> str:
+    """JavaScript's legacy ``escape()``: ``@*_+-./`` and ASCII alphanumerics kept, other UTF-16
+    code units below 256 as ``%XX``, the rest as ``%uXXXX``."""
+    out = []
+    for unit in memoryview(text.encode("utf-16-be")).cast("H"):
+        code = int.from_bytes(unit.to_bytes(2, "little"), "big")
+        c = chr(code)
+        out.append(c if c.isascii() and (c.isalnum() or c in "@*_+-./") else
+                   f"%{code:02X}" if code < 256 else f"%u{code:04X}")
+    return "".join(out)
+
+
 def lower_hex(text: str) -> str:
     return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
 
@@ -64,6 +77,7 @@ PAGE_ENCODINGS: dict[str, Callable[[str], str]] = {
     "encodeURIComponent": lambda s: quote(s, safe="-_.!~*'()"),
     "encodeURIComponent-lower": lambda s: lower_hex(quote(s, safe="-_.!~*'()")),
     "url-query": url_query,
+    "js-escape": js_escape,
     "json-ascii": json_inner,
     "json-utf8": lambda s: json_inner(s, ascii_only=False),
     "json-slash": lambda s: json_inner(s).replace("/", "\\/"),
@@ -81,20 +95,21 @@ SDK_ENCODINGS: dict[str, Callable[[str], str]] = {
     "html(json-ascii)": lambda s: html.escape(json_inner(s)),
     "quote": lambda s: quote(s, safe=""),
 }
-#: what a page does to whitespace: a text input drops a newline, a form post sends CRLF, a title
-#: collapses it into a space
-WHITESPACE_VARIANTS: dict[str, Callable[[str], str]] = {
+#: what a page does to the value: a text input drops a newline, a form post sends CRLF, a title
+#: collapses it into a space, a normalizing page decomposes accents
+VALUE_VARIANTS: dict[str, Callable[[str], str]] = {
     "as-typed": lambda s: s,
     "crlf": lambda s: re.sub(r"\r?\n", "\r\n", s),
     "no-newline": lambda s: s.replace("\n", ""),
     "collapsed": lambda s: re.sub(r"\s+", " ", s),
+    "nfd": lambda s: unicodedata.normalize("NFD", s),
 }
 
 
 def forms(secret: str) -> dict[str, str]:
-    """Every encoding of ``secret`` above: whitespace variant x page encoding x SDK encoding."""
+    """Every encoding of ``secret`` above: value variant x page encoding x SDK encoding."""
     out = {}
-    for wname, wfun in WHITESPACE_VARIANTS.items():
+    for wname, wfun in VALUE_VARIANTS.items():
         for pname, pfun in PAGE_ENCODINGS.items():
             for sname, sfun in SDK_ENCODINGS.items():
                 out[f"{wname}/{pname}/{sname}"] = sfun(pfun(wfun(secret)))
