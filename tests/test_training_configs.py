@@ -55,10 +55,23 @@ def test_shipped_files_are_the_expected_ones():
     ({"model": {"rope": "ropey"}}, "model.rope"),
     ({"data": {"sources": [{"kind": "videos", "path": "x"}]}}, "data.sources.0"),
     ({"tune": {"method": "qlora"}}, "tune.method"),
+    ({"data": {"sources": [{"kind": "swift", "path": "x", "box_format": "pixels"}]}}, "box_format"),
+    ({"data": {"sources": [{"kind": "llamafactory", "path": "x", "image_root": "y"}]}}, "image_root"),
 ])
 def test_bad_configs_name_the_field(change, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config({**MINIMAL, **change})
+
+
+def test_llamafactory_and_swift_sources_need_only_kind_and_path():
+    config = load_config({**MINIMAL, "data": {"sources": [{"kind": "llamafactory", "path": "data/mllm_demo.json"},
+                                                          {"kind": "swift", "path": "data/agent.jsonl",
+                                                           "ignore_fields": ["meta"], "fps": 1}],
+                                              "ratios": {"short_visual": 1.0}}})
+    factory, swift = config.data.sources
+    assert (factory.kind, factory.media_root, factory.fps, factory.ignore_fields) == ("llamafactory", None, 2.0, ())
+    assert (swift.kind, swift.box_format, swift.fps, swift.ignore_fields) == ("swift", "auto", 1.0, ("meta",))
+    assert factory.label == "mllm_demo.json"
 
 
 def test_yaml_errors_are_config_errors(tmp_path):

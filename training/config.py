@@ -17,6 +17,11 @@ One :class:`TrainConfig` describes a whole run::
     optim: {learning_rate: 1.0e-4}
     deepspeed: zero3
 
+LLaMA-Factory and ms-swift data are read as those frameworks write them
+(``{kind: llamafactory, path: data/mllm_demo.json}``, ``{kind: swift, path: data/agent.jsonl}``):
+images, videos, typed content parts, tools and (ms-swift) grounding boxes; see
+:mod:`training.data.formats`.
+
 A stage may draw with its own ``ratios`` (a curriculum: e.g. ``{length_tokens: 1024, steps: 1200,
 ratios: {long_text: 1.0}}`` first, as ``demo/train.yaml`` does); the others use ``data.ratios``.
 
@@ -102,17 +107,51 @@ class HFSource(_SourceBase):
     image_root: str | None = None
 
 
-class VideoQASource(_SourceBase):
+class _VideoOptions(_SourceBase):
+    """How a source's videos become frames."""
+
+    fps: float = Field(2.0, gt=0, description="frames sampled per second of video (the paper: 2)")
+    max_frames: int = Field(768, ge=1, description="most frames per video")
+    scheme: GroupScheme = Field(default_factory=GroupScheme, description="hybrid resolution (L, m, s)")
+    frames_dir: str | None = Field(None, description="where decoded frames are stored; default OUTPUT/video_frames")
+
+
+class VideoQASource(_VideoOptions):
     """Video QA JSON or JSONL: ``{"video": "clip.mp4", "questions": [{"question", "answer"}, ...]}``
     (or ``conversations``). Frames are sampled at ``fps`` (at most ``max_frames``, evenly kept),
     tiered with the group scheme ``(L, m, s)`` and stored once under ``frames_dir``."""
 
     kind: Literal["video_qa"] = "video_qa"
     video_root: str | None = Field(None, description="folder the video paths are relative to; default: the file's")
-    fps: float = Field(2.0, gt=0, description="frames sampled per second of video (the paper: 2)")
-    max_frames: int = Field(768, ge=1, description="most frames per video")
-    scheme: GroupScheme = Field(default_factory=GroupScheme, description="hybrid resolution (L, m, s)")
-    frames_dir: str | None = Field(None, description="where decoded frames are stored; default OUTPUT/video_frames")
+
+
+class _ChatFormatSource(_VideoOptions):
+    media_root: str | None = Field(None, description="folder image and video paths are relative to; "
+                                                     "default: the file's")
+    ignore_fields: tuple[str, ...] = Field((), description="record fields to drop before reading (metadata "
+                                                           "columns); other unknown fields are refused")
+
+
+class LlamaFactorySource(_ChatFormatSource):
+    """LLaMA-Factory data, JSON or JSONL, as its own demo files hold it: ShareGPT ``conversations``
+    or ``messages`` with ``images`` / ``videos`` and ``<image>`` / ``<video>`` tags, ``tools`` with
+    ``function_call`` / ``observation`` turns, Alpaca ``instruction`` / ``input`` / ``output``, and
+    typed content parts (``image_url`` with ``url`` or ``value``). Category: ``video`` with a video,
+    ``interleaved`` with several images, ``short_visual`` with one, ``long_text`` with none."""
+
+    kind: Literal["llamafactory"] = "llamafactory"
+
+
+class SwiftSource(_ChatFormatSource):
+    """ms-swift data, JSON or JSONL: ``messages`` with ``images`` / ``videos`` and tags, typed
+    content parts, ``tools`` with ``tool_call`` / ``tool_response`` turns, ``objects`` grounding
+    (``<ref-object>``, ``<bbox>``), ``query`` / ``response`` / ``history``. Categories as for
+    ``llamafactory``."""
+
+    kind: Literal["swift"] = "swift"
+    box_format: Literal["auto", "qwen2_vl", "qwen2_5_vl"] = Field(
+        "auto", description="how objects' boxes are written: qwen2_vl (0..1000 of the image), qwen2_5_vl (pixels "
+                            "of the image resized for the model); auto: qwen2_5_vl for a Qwen2.5-VL model")
 
 
 class LongTextSource(_SourceBase):
@@ -138,8 +177,8 @@ class TrajectorySource(_SourceBase):
                                                   "a value from the task, with new random values (a dense copy signal)")
 
 
-Source = Annotated[LlavaSource | HFSource | VideoQASource | LongTextSource | TrajectorySource,
-                   Field(discriminator="kind")]
+Source = Annotated[LlavaSource | HFSource | VideoQASource | LongTextSource | TrajectorySource
+                   | LlamaFactorySource | SwiftSource, Field(discriminator="kind")]
 
 
 def _check_ratios(ratios: dict[str, float]) -> dict[str, float]:

@@ -1,8 +1,22 @@
-"""Training data: readers (LLaVA / ShareGPT JSON, Hugging Face datasets, video QA, long text, agent
-trajectories), samples and their labels, and the ETVLM mixture with its report."""
+"""Training data: readers (LLaVA / ShareGPT JSON, LLaMA-Factory and ms-swift data, Hugging Face
+datasets, video QA, long text, agent trajectories), samples and their labels, and the ETVLM
+mixture with its report."""
 
 from training.data.augment import copied_values, copy_drills, copy_variants, text_only
-from training.data.examples import IGNORE_INDEX, DataLog, EncodedSample, Encoder, Example, Problem, check_image
+from training.data.chat import LLAMAFACTORY, LLAVA, SWIFT, Dialect, ParsedChat, family_hint, parse_chat, with_fields
+from training.data.examples import (
+    IGNORE_INDEX,
+    DataLog,
+    EncodedSample,
+    Encoder,
+    Example,
+    Problem,
+    check_image,
+    reason_key,
+)
+from training.data.formats import chat_category, read_chat_records, read_llamafactory, read_swift
+from training.data.grounding import BOX_TAG, REF_TAG, BoxConvention, Objects, parse_objects, render_objects
+from training.data.media import MAX_DATA_URL_BYTES, image_payload, typed_part, video_path
 from training.data.mixture import (
     HISTOGRAM_EDGES,
     MixReport,
@@ -11,6 +25,7 @@ from training.data.mixture import (
     concatenate,
     plan_stage,
     read_sources,
+    suggest_ratios,
 )
 from training.data.readers import (
     BadRecord,
@@ -21,38 +36,82 @@ from training.data.readers import (
     read_long_text,
     source_records,
 )
+from training.data.tools import (
+    DEFAULT_SYSTEM,
+    ToolsProcessor,
+    parse_tool_calls,
+    parse_tools,
+    render_tool_calls,
+    template_renders_tools,
+    tool_response,
+    with_tool_system,
+)
 from training.data.trajectories import read_trajectories, run_directories, run_succeeded
-from training.data.video import read_video_qa, video_frames
+from training.data.video import VideoSettings, expand_videos, read_video_qa, video_frames
 
 __all__ = [
+    "BOX_TAG",
     "BadRecord",
+    "BoxConvention",
+    "DEFAULT_SYSTEM",
     "DataLog",
+    "Dialect",
     "EncodedSample",
     "Encoder",
     "Example",
     "HISTOGRAM_EDGES",
     "IGNORE_INDEX",
+    "LLAMAFACTORY",
+    "LLAVA",
+    "MAX_DATA_URL_BYTES",
     "MixReport",
+    "Objects",
+    "ParsedChat",
     "Problem",
+    "REF_TAG",
+    "SWIFT",
     "StagePlan",
     "StageReport",
+    "ToolsProcessor",
+    "VideoSettings",
+    "chat_category",
     "chat_from_record",
     "check_image",
     "concatenate",
     "copied_values",
     "copy_drills",
     "copy_variants",
+    "expand_videos",
+    "family_hint",
+    "image_payload",
     "json_records",
+    "parse_chat",
+    "parse_objects",
+    "parse_tool_calls",
+    "parse_tools",
     "plan_stage",
+    "read_chat_records",
     "read_hf",
+    "read_llamafactory",
     "read_llava",
     "read_long_text",
     "read_sources",
+    "read_swift",
     "read_trajectories",
     "read_video_qa",
+    "reason_key",
+    "render_objects",
+    "render_tool_calls",
     "run_directories",
     "run_succeeded",
     "source_records",
+    "suggest_ratios",
+    "template_renders_tools",
     "text_only",
+    "tool_response",
+    "typed_part",
     "video_frames",
+    "video_path",
+    "with_fields",
+    "with_tool_system",
 ]

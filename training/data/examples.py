@@ -13,7 +13,8 @@ kinds of targets:
   tokens the agent sent.
 
 Labels follow the chat template's text: a token is a target when its characters overlap an
-assistant turn's content or the ``<|im_end|>`` closing it (tokenizer offsets). System, user and
+assistant turn's content or the ``<|im_end|>`` closing it (tokenizer offsets), unless the turn
+says ``"loss": False`` (context only). System, user and
 image tokens (``<|image_pad|>`` and the vision wrappers) are ``-100``. The templates are ChatML
 (Qwen-VL's), whose turns are split by special tokens, so tokens never straddle two turns.
 
@@ -25,6 +26,7 @@ Shapes: ``input_ids``, ``labels``: ``(L,)``; ``position_ids``: ``(3, L)`` (t, h,
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,14 +34,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from giraffe_core.errors import ConfigError, GiraffeError, InputError
 from giraffe_core.frames import ChatLayout, encode_images, layout_chat
 from giraffe_core.positions import VisionTokenIds, rope_index
+from training.data.media import check_image
+from training.data.tools import ToolsProcessor, template_renders_tools, with_tool_system
 from training.errors import DataError
 
-__all__ = ["DataLog", "EncodedSample", "Encoder", "Example", "IGNORE_INDEX", "Problem", "check_image"]
+__all__ = ["DataLog", "EncodedSample", "Encoder", "Example", "IGNORE_INDEX", "Problem", "check_image", "reason_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class Example:
         add_generation_prompt: with ``completion``: whether the chat ends with the assistant prompt.
         num_tokens: prompt plus target tokens, once measured (:meth:`Encoder.measure`).
         prefix_tokens: tokens of the leading system turn (dropped when joined after another sample).
+        tools: function definitions the chat may call (``[{"type": "function", "function": {...}}]``),
+            rendered as the model's chat template renders them (:mod:`training.data.tools`).
     """
 
     messages: list[dict]
@@ -71,6 +76,7 @@ class Example:
     add_generation_prompt: bool = True
     num_tokens: int | None = None
     prefix_tokens: int = 0
+    tools: list[dict] | None = None
 
     @property
     def num_images(self) -> int:
@@ -108,9 +114,16 @@ class Problem:
     file: str
     line: int | None
     reason: str
+    source: str = ""
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}" if self.line is not None else f"{self.file}: {self.reason}"
+
+
+def reason_key(reason: str) -> str:
+    """The kind of a problem, for counting: its reason up to the first ``:``, `` (`` or ``, got``
+    (``missing image: a.png`` and ``missing image: b.png`` count together)."""
+    return re.split(r":| \(|, got ", reason, maxsplit=1)[0]
 
 
 @dataclass
@@ -132,17 +145,33 @@ class DataLog:
 
     def bad(self, source: str, file: str | Path, line: int | None, reason: str) -> None:
         """Report a bad sample of ``source`` at ``file:line``."""
-        problem = Problem(str(file), line, reason)
+        problem = Problem(str(file), line, reason, source)
         if self.policy == "fail":
             raise DataError(f"bad training sample: {problem}",
                             hint="fix or remove it, or set data.on_bad_sample: skip to skip and count bad samples")
         self.problems.append(problem)
-        self.skipped[(source, reason.split(":")[0])] += 1
+        self.skipped[(source, reason_key(reason))] += 1
         logger.warning("skipped %s", problem)
 
     def filter(self, source: str, reason: str, count: int = 1) -> None:
         """Count samples of ``source`` left out on purpose by a filter (not bad data)."""
         self.filtered[(source, reason)] += count
+
+    def why_empty(self, source: str) -> str:
+        """Why ``source`` gave no sample: its records skipped as bad data (count, the most common
+        reason, the first such problem) and those filtered out."""
+        skipped = {r: n for (s, r), n in self.skipped.items() if s == source}
+        filtered = {r: n for (s, r), n in self.filtered.items() if s == source}
+        read = self.read[source]
+        parts = []
+        if skipped:
+            reason, count = max(skipped.items(), key=lambda item: item[1])
+            first = next((p for p in self.problems if p.source == source and reason_key(p.reason) == reason), None)
+            parts.append(f"{sum(skipped.values())} skipped as bad data, most often {reason!r} ({count} of them)"
+                         + (f"; first: {first}" if first else ""))
+        parts += [f"{n} left out: {r}" for r, n in sorted(filtered.items())]
+        return f"no sample from {source} ({read} record{'s' if read != 1 else ''} read): " + "; ".join(parts or
+                                                                                                     ["empty"])
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts: read, kept, skipped (bad) and filtered per source and reason, and
@@ -153,19 +182,6 @@ class DataLog:
             "filtered": [{"source": s, "reason": r, "count": n} for (s, r), n in sorted(self.filtered.items())],
             "problems": [str(p) for p in self.problems[:50]],
         }
-
-
-def check_image(path: str | Path) -> str | None:
-    """Why the image file at ``path`` cannot be used (missing, unreadable, corrupt), or ``None``."""
-    path = Path(path)
-    if not path.is_file():
-        return f"missing image: {path}"
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        return f"corrupt image: {path} ({exc})"
-    return None
 
 
 def _assistant_text(message: dict, where: str) -> str:
@@ -192,6 +208,7 @@ class Encoder:
         self.tokens = tokens
         self.default_max_tokens = default_max_tokens
         self.tokenizer = processor.tokenizer
+        self.template_renders_tools = template_renders_tools(processor)
         self.end_id = self.tokenizer.convert_tokens_to_ids(_END)
         self.start_id = self.tokenizer.convert_tokens_to_ids("<|im_start|>")
         if not isinstance(self.end_id, int) or self.end_id == self.tokenizer.unk_token_id:
@@ -199,7 +216,12 @@ class Encoder:
 
     def _layout(self, example: Example) -> ChatLayout:
         generation = example.add_generation_prompt if example.completion is not None else False
-        return layout_chat(self.processor, example.messages, self.tokens, default_max_tokens=self.default_max_tokens,
+        processor, messages = self.processor, example.messages
+        if example.tools and self.template_renders_tools:
+            processor = ToolsProcessor(processor, example.tools)
+        elif example.tools:
+            messages = with_tool_system(messages, example.tools)
+        return layout_chat(processor, messages, self.tokens, default_max_tokens=self.default_max_tokens,
                            add_generation_prompt=generation)
 
     def _chat_labels(self, example: Example, layout: ChatLayout) -> torch.Tensor:
@@ -219,7 +241,8 @@ class Encoder:
                 raise ConfigError(f"{example.source}: cannot find an assistant turn in the chat template's text",
                                   hint="training needs a ChatML chat template (Qwen-VL's)")
             cursor = begin + len(text) + len(_END)
-            spans.append((begin, cursor))
+            if message.get("loss", True):
+                spans.append((begin, cursor))
         encoded = self.tokenizer(expanded, return_offsets_mapping=True)
         ids = torch.tensor(encoded["input_ids"], dtype=torch.long)
         if not torch.equal(ids, layout.input_ids[0]):

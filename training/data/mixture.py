@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,17 @@ from pydantic import BaseModel, ConfigDict
 
 from giraffe_core.errors import ConfigError, GiraffeError
 from giraffe_core.resolution import VisionGeometry
-from training.config import MixtureConfig, Source
+from training.config import MixtureConfig, Source, SwiftSource
 from training.data.augment import copy_drills, copy_variants
 from training.data.examples import DataLog, Encoder, Example
+from training.data.formats import read_llamafactory, read_swift
+from training.data.grounding import BoxConvention
 from training.data.readers import read_hf, read_llava, read_long_text
 from training.data.trajectories import read_trajectories
-from training.data.video import read_video_qa
+from training.data.video import VideoSettings, read_video_qa
 
-__all__ = ["HISTOGRAM_EDGES", "MixReport", "StagePlan", "StageReport", "concatenate", "plan_stage", "read_sources"]
+__all__ = ["HISTOGRAM_EDGES", "MixReport", "StagePlan", "StageReport", "concatenate", "plan_stage", "read_sources",
+           "suggest_ratios"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +59,17 @@ logger = logging.getLogger(__name__)
 HISTOGRAM_EDGES: tuple[int, ...] = (0, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
-def _read_one(source: Source, log: DataLog, frames_dir: Path, geometry: VisionGeometry) -> list[Example]:
+def _boxes(source: SwiftSource, encoder: Encoder, geometry: VisionGeometry) -> BoxConvention:
+    """The box convention of ``source`` for the encoder's model (auto: Qwen2.5-VL's pixels when the
+    model's vision config has ``tokens_per_second``, which only Qwen2.5-VL's has; else 0..1000)."""
+    box_format = source.box_format
+    if box_format == "auto":
+        box_format = "qwen2_5_vl" if encoder.tokens.tokens_per_second is not None else "qwen2_vl"
+    return BoxConvention(box_format, geometry, encoder.default_max_tokens)
+
+
+def _read_one(source: Source, log: DataLog, frames_dir: Path, encoder: Encoder,
+              geometry: VisionGeometry) -> list[Example]:
     common: dict[str, Any] = {"label": source.label, "category": source.category, "max_samples": source.max_samples}
     if source.kind == "llava":
         return read_llava(source.path, log, image_root=source.image_root, **common)
@@ -63,10 +77,17 @@ def _read_one(source: Source, log: DataLog, frames_dir: Path, geometry: VisionGe
         return read_hf(source.path, log, split=source.split, image_root=source.image_root, **common)
     if source.kind == "long_text":
         return read_long_text(source.path, log, **common)
-    if source.kind == "video_qa":
-        return read_video_qa(source.path, log, frames_dir=Path(source.frames_dir) if source.frames_dir else frames_dir,
-                             geometry=geometry, video_root=source.video_root, fps=source.fps,
-                             max_frames=source.max_frames, scheme=source.scheme, **common)
+    if source.kind in ("video_qa", "llamafactory", "swift"):
+        video = VideoSettings(Path(source.frames_dir) if source.frames_dir else frames_dir, geometry, source.fps,
+                              source.max_frames, source.scheme)
+        if source.kind == "video_qa":
+            return read_video_qa(source.path, log, frames_dir=video.frames_dir, geometry=geometry,
+                                 video_root=source.video_root, fps=source.fps, max_frames=source.max_frames,
+                                 scheme=source.scheme, **common)
+        options = {"media_root": source.media_root, "video": video, "ignore_fields": source.ignore_fields, **common}
+        if source.kind == "swift":
+            return read_swift(source.path, log, boxes=_boxes(source, encoder, geometry), **options)
+        return read_llamafactory(source.path, log, **options)
     examples = read_trajectories(source.path, log, successful_only=source.successful_only,
                                  first_step=source.first_step, last_step=source.last_step,
                                  include_parse_errors=source.include_parse_errors, **common)
@@ -76,42 +97,80 @@ def _read_one(source: Source, log: DataLog, frames_dir: Path, geometry: VisionGe
     return examples + variants
 
 
+def suggest_ratios(counts: Counter) -> dict[str, float]:
+    """Ratios in proportion to ``counts`` (samples per category), in hundredths that sum to 1."""
+    total = sum(counts.values())
+    hundredths = _largest_remainder({c: n / total for c, n in counts.items()}, 100)
+    return {c: h / 100 for c, h in sorted(hundredths.items(), key=lambda item: -item[1]) if h}
+
+
+def _empty_categories_error(empty: list[str], unrated: Counter, silent: list[str], log: DataLog) -> ConfigError:
+    """What to change when categories with a positive ratio got no sample: the sources that gave
+    none and why, and ratios that would train on what was read."""
+    lines = [f"categories {empty} have a positive ratio but no usable samples"]
+    lines += [log.why_empty(label) for label in silent]
+    hint = "add sources for them, or set their ratios to 0 (ratios must still sum to 1)"
+    if unrated:
+        found = ", ".join(f"{c} ({n})" for c, n in unrated.most_common())
+        lines.append(f"samples were read in categories without a ratio: {found}")
+        hint = f"to train on the samples read, set data.ratios: {suggest_ratios(unrated)}"
+    return ConfigError("\n".join(lines), hint=hint)
+
+
 def read_sources(config: MixtureConfig, encoder: Encoder, *, max_length_tokens: int, frames_dir: Path,
                  log: DataLog) -> list[Example]:
     """Read and measure every source's samples.
 
     Samples that cannot be laid out (e.g. a chat the processor refuses) or that are longer than
-    ``max_length_tokens`` (the last stage) are bad data, reported through ``log``.
+    ``max_length_tokens`` (the last stage) are bad data, reported through ``log``. A source that
+    gives no sample at all is logged (a warning saying how many records were skipped and the most
+    common reason).
 
     Raises:
         DataError: a bad sample under ``on_bad_sample: fail``.
-        ConfigError: a category with a positive ratio has no samples at all.
+        ConfigError: a category with a positive ratio has no samples at all (the message names the
+            sources that gave none and why, and suggests ratios for the categories that were read).
     """
     geometry = VisionGeometry.from_processor(encoder.processor)
     out: list[Example] = []
+    unrated: Counter = Counter()
+    silent: list[str] = []
     for source in config.sources:
-        for example in _read_one(source, log, frames_dir, geometry):
-            file, _, line = example.source.rpartition(":")
-            try:
-                encoder.measure(example)
-            except GiraffeError as exc:
-                log.bad(source.label, file, int(line) if line.isdigit() else None, exc.message)
-                continue
-            if example.num_tokens > max_length_tokens:
-                log.bad(source.label, file, int(line) if line.isdigit() else None,
-                        f"too long: {example.num_tokens} tokens, longer than the last stage ({max_length_tokens})")
-                continue
-            if config.ratios.get(example.category, 0.0) <= 0:
-                log.filter(source.label, f"category {example.category} has no ratio")
-                continue
-            log.kept[source.label] += 1
-            out.append(example)
+        kept = _measure(_read_one(source, log, frames_dir, encoder, geometry), source.label, config, encoder,
+                        max_length_tokens, log, unrated)
+        if not kept:
+            silent.append(source.label)
+            logger.warning("%s", log.why_empty(source.label))
+        out += kept
     present = {e.category for e in out}
     empty = [c for c, r in config.ratios.items() if r > 0 and c not in present]
     if empty:
-        raise ConfigError(f"categories {empty} have a positive ratio but no usable samples",
-                          hint="add sources for them, or set their ratios to 0 (ratios must still sum to 1)")
+        raise _empty_categories_error(empty, unrated, silent, log)
     return out
+
+
+def _measure(examples: list[Example], label: str, config: MixtureConfig, encoder: Encoder, max_length_tokens: int,
+             log: DataLog, unrated: Counter) -> list[Example]:
+    """The examples that can be laid out, fit the last stage and have a ratio (the rest counted)."""
+    kept = []
+    for example in examples:
+        file, _, line = example.source.rpartition(":")
+        try:
+            encoder.measure(example)
+        except GiraffeError as exc:
+            log.bad(label, file, int(line) if line.isdigit() else None, exc.message)
+            continue
+        if example.num_tokens > max_length_tokens:
+            log.bad(label, file, int(line) if line.isdigit() else None,
+                    f"too long: {example.num_tokens} tokens, longer than the last stage ({max_length_tokens})")
+            continue
+        if config.ratios.get(example.category, 0.0) <= 0:
+            log.filter(label, f"category {example.category} has no ratio")
+            unrated[example.category] += 1
+            continue
+        log.kept[label] += 1
+        kept.append(example)
+    return kept
 
 
 def _system(example: Example) -> str | None:
@@ -127,13 +186,14 @@ def _join(group: list[Example]) -> Example:
         messages += [m for m in example.messages if m["role"] != "system"]
     total = group[0].num_tokens + sum(e.num_tokens - e.prefix_tokens for e in group[1:])
     return Example(messages, f"{group[0].source}+{len(group) - 1} more", group[0].category, num_tokens=total,
-                   prefix_tokens=group[0].prefix_tokens)
+                   prefix_tokens=group[0].prefix_tokens, tools=group[0].tools)
 
 
 def concatenate(examples: list[Example], length_tokens: int) -> list[Example]:
     """Join measured samples, in order, into dialogues of at most ``length_tokens`` (none is cut).
 
-    Samples with a ``completion`` (agent steps) are never joined: their target is one reply.
+    Samples with a ``completion`` (agent steps) are never joined: their target is one reply; only
+    samples with the same system turn and the same tool definitions are joined.
     """
     out: list[Example] = []
     group: list[Example] = []
@@ -141,6 +201,7 @@ def concatenate(examples: list[Example], length_tokens: int) -> list[Example]:
     for example in examples:
         extra = example.num_tokens - example.prefix_tokens
         if group and (total + extra > length_tokens or _system(example) != _system(group[0])
+                      or example.tools != group[0].tools
                       or example.completion is not None or group[0].completion is not None):
             out.append(_join(group))
             group, total = [], 0
@@ -306,6 +367,18 @@ class MixReport(BaseModel):
                 long_share=round(long / n, 4), long_target=config.long_share, histogram=histogram,
                 held_back=plan.held_back, joined=plan.joined, reused=plan.reused))
         return cls(stages=stages, data=log.summary())
+
+    def notes(self) -> list[str]:
+        """One line per source and reason of records left out (skipped as bad data, or filtered),
+        for the terminal; empty when every record read was kept."""
+        def records(count: int) -> str:
+            return f"{count} record{'s' if count != 1 else ''}"
+
+        lines = [f"{records(i['count'])} of {i['source']} skipped: {i['reason']}" for i in self.data["skipped"]]
+        for item in self.data["filtered"]:
+            hint = " (give it a ratio in data.ratios to train on them)" if item["reason"].endswith("no ratio") else ""
+            lines.append(f"{records(item['count'])} of {item['source']} left out: {item['reason']}{hint}")
+        return lines
 
     def to_text(self) -> str:
         """A plain-text rendering for logs and the CLI."""

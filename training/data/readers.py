@@ -19,31 +19,22 @@ Record forms accepted (field names as in LLaVA-Instruct, ShareGPT4V, Mantis, Lon
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from giraffe_core.extras import require
-from training.data.examples import DataLog, Example, check_image
+from training.data.chat import LLAVA, parse_chat, with_fields
+from training.data.examples import DataLog, Example
+from training.data.media import BadRecord
 
 __all__ = ["BadRecord", "chat_from_record", "json_records", "read_hf", "read_llava", "read_long_text",
            "source_records"]
 
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
-          "system": "system"}
 _COMMON = {"id", "source", "system"}
 _CHAT_FIELDS = _COMMON | {"conversations", "messages", "image", "images"}
 _LONG_FIELDS = _COMMON | {"messages", "instruction", "input", "output"}
-_TAG = "<image>"
-
-
-class BadRecord(Exception):
-    """A record that cannot become a sample; the message is the reason reported."""
 
 
 def json_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -88,118 +79,13 @@ def json_records(path: Path) -> Iterator[tuple[int, Any]]:
             pos = skip(pos + 1)
 
 
-def _image_payload(value: Any, root: Path) -> Any:
-    """A path (checked), decoded image or bytes from a record's image value."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):  # datasets' undecoded Image
-        if value.get("bytes"):
-            try:
-                with Image.open(io.BytesIO(value["bytes"])) as image:
-                    image.verify()
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise BadRecord(f"corrupt image: embedded bytes ({exc})") from exc
-            return bytes(value["bytes"])
-        value = value["path"]
-    if not isinstance(value, str) or not value:
-        raise BadRecord(f"an image must be a path, got {type(value).__name__}")
-    path = Path(value) if os.path.isabs(value) else root / value
-    reason = check_image(path)
-    if reason is not None:
-        raise BadRecord(reason)
-    return str(path)
-
-
-def _turns(record: dict) -> list[tuple[str, Any]]:
-    if "conversations" in record and "messages" in record:
-        raise BadRecord("a record has both conversations and messages")
-    raw = record.get("conversations", record.get("messages"))
-    if not isinstance(raw, list) or not raw:
-        raise BadRecord("empty conversation")
-    turns = []
-    for turn in raw:
-        if not isinstance(turn, dict):
-            raise BadRecord(f"a turn must be an object, got {type(turn).__name__}")
-        if "from" in turn:
-            unknown = set(turn) - {"from", "value"}
-            role, content = turn["from"], turn.get("value")
-        else:
-            unknown = set(turn) - {"role", "content"}
-            role, content = turn.get("role"), turn.get("content")
-        if unknown:
-            raise BadRecord(f"unknown field(s) in a turn: {sorted(unknown)}")
-        if role not in _ROLES:
-            raise BadRecord(f"unknown role {role!r} (use {sorted(_ROLES)})")
-        turns.append((_ROLES[role], content))
-    return turns
-
-
-def _parts(content: Any, images: list[Any], used: list[int]) -> list[dict]:
-    """Content parts from a string with ``<image>`` tags, or from a list of typed parts."""
-    parts: list[dict] = []
-    if isinstance(content, str):
-        for i, piece in enumerate(content.split(_TAG)):
-            text = piece
-            if i:
-                if used[0] >= len(images):
-                    raise BadRecord(f"more {_TAG} tags than images ({len(images)})")
-                parts.append({"type": "image", "image": images[used[0]]})
-                used[0] += 1
-                text = piece.removeprefix("\n")
-            if text:
-                parts.append({"type": "text", "text": text})
-        return parts
-    if not isinstance(content, list):
-        raise BadRecord(f"turn content must be text or a list of parts, got {type(content).__name__}")
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            parts.append({"type": "text", "text": part["text"]})
-        elif kind == "image":
-            if used[0] >= len(images):
-                raise BadRecord(f"more image parts than images ({len(images)})")
-            parts.append({"type": "image", "image": images[used[0]]})
-            used[0] += 1
-        else:
-            raise BadRecord(f"unknown content part {part!r:.60}")
-    return parts
-
-
 def chat_from_record(record: Any, root: Path, allowed: set[str] = _CHAT_FIELDS) -> list[dict]:
-    """Giraffe chat messages from a LLaVA / ShareGPT / ``messages`` record (raises :class:`BadRecord`)."""
-    if isinstance(record, BadRecord):
-        raise record
-    if not isinstance(record, dict):
-        raise BadRecord(f"a record must be an object, got {type(record).__name__}")
-    unknown = set(record) - allowed
-    if unknown:
-        raise BadRecord(f"unknown field(s): {sorted(unknown)}")
-    raw_images = record.get("images", record.get("image"))
-    raw_images = [] if raw_images is None else raw_images if isinstance(raw_images, list) else [raw_images]
-    images = [_image_payload(v, root) for v in raw_images]
-    turns = _turns(record)
-    used = [0]
-    messages: list[dict] = []
-    if isinstance(record.get("system"), str) and record["system"]:
-        messages.append({"role": "system", "content": record["system"]})
-    for role, content in turns:
-        parts = _parts(content, images, used)
-        if role != "user" and any(p["type"] == "image" for p in parts):
-            raise BadRecord(f"an image in a {role} turn; images belong in user turns")
-        if role == "user":
-            messages.append({"role": role, "content": parts})
-        else:
-            messages.append({"role": role, "content": "".join(p["text"] for p in parts)})
-    if used[0] == 0 and images:  # no tags: the images open the first user turn
-        first = next((m for m in messages if m["role"] == "user"), None)
-        if first is None:
-            raise BadRecord("images but no user turn to hold them")
-        first["content"][:0] = [{"type": "image", "image": image} for image in images]
-    elif used[0] != len(images):
-        raise BadRecord(f"{used[0]} {_TAG} tags for {len(images)} images")
-    if not any(m["role"] == "assistant" and m["content"] for m in messages):
-        raise BadRecord("no assistant turn to learn from")
-    return messages
+    """Giraffe chat messages from a LLaVA / ShareGPT / ``messages`` record (raises :class:`BadRecord`).
+
+    ``allowed``: the record fields accepted (LLaVA's by default).
+    """
+    dialect = LLAVA if allowed is _CHAT_FIELDS else with_fields(LLAVA, allowed)
+    return parse_chat(record, root, dialect).messages
 
 
 def _visual_category(messages: list[dict], category: str | None) -> str:

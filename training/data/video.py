@@ -14,25 +14,30 @@ changed video or setting decodes again and concurrent readers never see half a f
 Record forms: ``questions: [{"question": ..., "answer": ...}]`` (one dialogue per video: the
 frames, then each question and answer as turns), or ``conversations``/``messages`` whose first
 user turn holds a ``<video>`` tag (or none: the frames open it). Also allowed: ``id``, ``source``,
-``system``.
+``system``. (LLaMA-Factory and ms-swift records, ``videos: [...]`` with images alongside, are read
+by :mod:`training.data.formats` and expanded here by :func:`expand_videos`.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from giraffe_core.errors import GiraffeError
 from giraffe_core.resolution import GroupScheme, VisionGeometry, plan_groups
+from training.data.chat import LLAVA, Dialect, family_hint, parse_chat
 from training.data.examples import DataLog, Example
-from training.data.readers import BadRecord, chat_from_record, source_records
+from training.data.media import BadRecord
+from training.data.readers import source_records
 
-__all__ = ["read_video_qa", "video_frames"]
+__all__ = ["VideoSettings", "expand_videos", "read_video_qa", "video_frames"]
 
 _FIELDS = {"id", "source", "system", "video", "questions", "conversations", "messages"}
-_TAG = "<video>"
+_VIDEO_QA = Dialect("video_qa", frozenset({"id", "source", "system", "conversations", "messages", "videos"}),
+                    LLAVA.roles, videos=True, text_category="video")
 
 
 def _evenly(count: int, keep: int) -> list[int]:
@@ -78,39 +83,73 @@ def video_frames(video: Path, frames_dir: Path, *, fps: float, max_frames: int, 
     return parts
 
 
-def _dialogue(record: dict, frames: list[dict]) -> list[dict]:
-    """The chat of one record, with the video's frame parts where ``<video>`` is (or first)."""
+@dataclass(frozen=True)
+class VideoSettings:
+    """How videos become frames: sampling rate (frames per second of video), the most frames per
+    video, the hybrid-resolution scheme, the model's geometry and where decoded frames are stored."""
+
+    frames_dir: Path
+    geometry: VisionGeometry
+    fps: float = 2.0
+    max_frames: int = 768
+    scheme: GroupScheme = field(default_factory=GroupScheme)
+
+
+def expand_videos(messages: list[dict], settings: VideoSettings | None) -> list[dict]:
+    """``messages`` with every ``{"type": "video", "video": path}`` part replaced by its frames
+    (:func:`video_frames`).
+
+    Raises:
+        BadRecord: a video cannot be read, or ``settings`` is ``None`` while the chat has videos.
+    """
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str) or not any(p["type"] == "video" for p in content):
+            out.append(message)
+            continue
+        if settings is None:
+            raise BadRecord("a video, but no video settings were given to the reader")
+        parts: list[dict] = []
+        for part in content:
+            if part["type"] != "video":
+                parts.append(part)
+                continue
+            try:
+                parts += video_frames(part["video"], settings.frames_dir, fps=settings.fps,
+                                      max_frames=settings.max_frames, geometry=settings.geometry,
+                                      scheme=settings.scheme)
+            except GiraffeError as exc:
+                raise BadRecord(f"unreadable video: {exc.message}") from exc
+        out.append({**message, "content": parts})
+    return out
+
+
+def _qa_dialogue(record: dict, video: Path) -> list[dict]:
+    """The chat of a ``questions`` record: the video, then each question and answer as turns."""
     messages: list[dict] = []
     if isinstance(record.get("system"), str) and record["system"]:
         messages.append({"role": "system", "content": record["system"]})
-    if "questions" in record:
-        questions = record["questions"]
-        if not isinstance(questions, list) or not questions:
-            raise BadRecord("empty conversation: no questions")
-        for i, qa in enumerate(questions):
-            if not isinstance(qa, dict) or set(qa) - {"question", "answer"}:
-                raise BadRecord(f"question {i} must be an object with question and answer only")
-            question, answer = qa.get("question"), qa.get("answer")
-            if not isinstance(question, str) or not isinstance(answer, str) or not question or not answer:
-                raise BadRecord(f"question {i} needs a non-empty question and answer")
-            content = ([*frames] if i == 0 else []) + [{"type": "text", "text": question}]
-            messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
-        return messages
-    chat = chat_from_record({k: v for k, v in record.items() if k not in ("video", "system")}, Path("."))
-    messages += chat
-    first = next((m for m in messages if m["role"] == "user"), None)
-    if first is None:
-        raise BadRecord("no user turn to hold the video")
-    for i, part in enumerate(first["content"]):
-        if part["type"] == "text" and _TAG in part["text"]:
-            before, after = part["text"].split(_TAG, 1)
-            pieces = ([{"type": "text", "text": before}] if before else []) + frames + \
-                ([{"type": "text", "text": after.removeprefix("\n")}] if after.strip() else [])
-            first["content"][i:i + 1] = pieces
-            break
-    else:
-        first["content"][:0] = frames
+    questions = record["questions"]
+    if not isinstance(questions, list) or not questions:
+        raise BadRecord("empty conversation: no questions")
+    for i, qa in enumerate(questions):
+        if not isinstance(qa, dict) or set(qa) - {"question", "answer"}:
+            raise BadRecord(f"question {i} must be an object with question and answer only")
+        question, answer = qa.get("question"), qa.get("answer")
+        if not isinstance(question, str) or not isinstance(answer, str) or not question or not answer:
+            raise BadRecord(f"question {i} needs a non-empty question and answer")
+        content = ([{"type": "video", "video": video}] if i == 0 else []) + [{"type": "text", "text": question}]
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
     return messages
+
+
+def _dialogue(record: dict, video: Path, root: Path) -> list[dict]:
+    """The chat of one record, the video where ``<video>`` is (or opening the first user turn)."""
+    if "questions" in record:
+        return _qa_dialogue(record, video)
+    chat = {k: v for k, v in record.items() if k != "video"}
+    return parse_chat({**chat, "videos": [str(video.absolute())]}, root, _VIDEO_QA).messages
 
 
 def read_video_qa(path: str | Path, log: DataLog, *, label: str, frames_dir: Path, geometry: VisionGeometry,
@@ -120,7 +159,7 @@ def read_video_qa(path: str | Path, log: DataLog, *, label: str, frames_dir: Pat
     """Read a video QA JSON / JSONL file (see the module docstring); one sample per record."""
     path = Path(path)
     root = Path(video_root) if video_root else path.parent
-    scheme = scheme or GroupScheme()
+    settings = VideoSettings(frames_dir, geometry, fps, max_frames, scheme or GroupScheme())
     out: list[Example] = []
     for line, record in source_records(path, log, label, out, max_samples):
         try:
@@ -130,19 +169,14 @@ def read_video_qa(path: str | Path, log: DataLog, *, label: str, frames_dir: Pat
                 raise BadRecord(f"a record must be an object, got {type(record).__name__}")
             unknown = set(record) - _FIELDS
             if unknown:
-                raise BadRecord(f"unknown field(s): {sorted(unknown)}")
+                raise BadRecord(f"unknown field(s): {sorted(unknown)}{family_hint(unknown, _VIDEO_QA)}")
             value: Any = record.get("video")
             if not isinstance(value, str) or not value:
                 raise BadRecord("no video path")
             video = Path(value) if os.path.isabs(value) else root / value
             if not video.is_file():
                 raise BadRecord(f"missing video: {video}")
-            try:
-                frames = video_frames(video, frames_dir, fps=fps, max_frames=max_frames, geometry=geometry,
-                                      scheme=scheme)
-            except GiraffeError as exc:
-                raise BadRecord(f"unreadable video: {exc.message}") from exc
-            messages = _dialogue(record, frames)
+            messages = expand_videos(_dialogue(record, video, root), settings)
         except BadRecord as exc:
             log.bad(label, path, line, str(exc))
             continue
