@@ -8,8 +8,13 @@ main process draws the progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +22,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from giraffe_cli.app import _fail, app, console
+from giraffe_cli.app import _fail, app, console, err_console
 
-__all__ = ["train_command"]
+__all__ = ["library_output_to_stderr", "train_command"]
 
 
 class TrainLogLevel(str, enum.Enum):
@@ -43,6 +48,61 @@ def _report_table(report: Any) -> Table:
     return table
 
 
+def _stream_handlers(stream: Any) -> list[logging.StreamHandler]:
+    """Every logging handler that writes to ``stream`` (DeepSpeed's logger writes to stdout)."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is stream]
+
+
+def _standard_fds() -> bool:
+    """Whether file descriptors 1 and 2 are open (they are not in some embedded interpreters)."""
+    try:
+        os.fstat(1)
+        os.fstat(2)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def library_output_to_stderr() -> Iterator[None]:
+    """Send what libraries write to stdout to stderr while the block runs, so that stdout holds
+    only the command's own output (``--json``): ``print`` calls, logging handlers bound to stdout
+    (DeepSpeed's), and what subprocesses and C code write to file descriptor 1."""
+    original = sys.stdout
+    handlers = _stream_handlers(original) + ([] if sys.__stdout__ is original else _stream_handlers(sys.__stdout__))
+    streams = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    saved = None
+    if _standard_fds():
+        for stream in (original, sys.__stdout__):
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                stream.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            for stream in (sys.__stdout__, sys.stderr):
+                with contextlib.suppress(AttributeError, OSError, ValueError):
+                    stream.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        for handler, stream in zip(handlers, streams):
+            handler.setStream(stream)
+
+
+def _print_notes(report: Any, as_json: bool) -> None:
+    """The records left out, per source and reason (stderr under ``--json``)."""
+    for note in report.notes():
+        (err_console if as_json else console).print(escape(f"note: {note}"), soft_wrap=True)
+
+
 @app.command("train")
 def train_command(
     config: Path = typer.Argument(..., help="training config (YAML); see training/configs/"),
@@ -54,23 +114,24 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON (no progress bar)"),
 ) -> None:
     """Fine-tune a Qwen-VL model on the ETVLM mixture and agent trajectories."""
-    import logging
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from giraffe_core import GiraffeError
 
     logging.basicConfig(level=log_level.value.upper(), format="%(levelname)s %(name)s: %(message)s")
+    quiet = library_output_to_stderr() if as_json else contextlib.nullcontext()
     try:
-        from training import Trainer, load_config
+        with quiet:
+            from training import Trainer, load_config
 
-        overrides = {"output_dir": str(output_dir)} if output_dir is not None else None
-        trainer = Trainer(load_config(config, overrides))
-        trainer.setup()
+            overrides = {"output_dir": str(output_dir)} if output_dir is not None else None
+            trainer = Trainer(load_config(config, overrides))
+            trainer.setup()
     except GiraffeError as exc:
         _fail(exc)
         return
     report = trainer.report
+    _print_notes(report, as_json)
     if report_only:
         if as_json:
             print(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -83,7 +144,8 @@ def train_command(
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console)
     try:
         if progress is None:
-            result = trainer.fit(resume=resume, max_steps=max_steps)
+            with library_output_to_stderr():
+                result = trainer.fit(resume=resume, max_steps=max_steps)
         else:
             console.print(_report_table(report))
             with progress:
