@@ -94,7 +94,7 @@ REPLIES = [
 
 class Server:
     """A threaded HTTP server on 127.0.0.1 that records (method, path, body) and answers with
-    ``route(method, path, body) -> (status, headers, body)``."""
+    ``route(method, path, body) -> (status, headers, body)``, one request per connection."""
 
     def __init__(self, route: Callable[[str, str, bytes], tuple[int, dict[str, str], bytes]]) -> None:
         self.requests: list[tuple[str, str, bytes]] = []
@@ -111,8 +111,9 @@ class Server:
                 server.requests.append((self.command, self.path, body))
                 status, headers, payload = route(self.command, self.path, body)
                 self.send_response(status)
+                self.close_connection = True  # one request per connection: no handler thread outlives close()
                 for key, value in {"Content-Length": str(len(payload)), "Cache-Control": "no-store",
-                                   **headers}.items():
+                                   "Connection": "close", **headers}.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(payload)
@@ -120,7 +121,7 @@ class Server:
             do_GET = do_POST = _answer
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server.daemon_threads = False  # server_close() joins the handler threads
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -169,6 +169,9 @@ class SecretMasks:
         for frame, element in self._tracked:
             if frame.is_detached():
                 continue
+            if frame.page is not page:  # another tab's: kept, measured when that tab is current
+                alive.append((frame, element))
+                continue
             try:
                 rects = await element.evaluate(ELEMENT_BOXES_JS)
             except Exception:  # its document is gone (navigation): so is the element
