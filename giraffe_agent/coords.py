@@ -17,9 +17,12 @@ every frame, so an action is always mapped with the geometry of the frame the mo
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from giraffe_agent.actions import CoordinateSpace
+from giraffe_core.errors import InputError
 
 __all__ = ["CoordinateTransform"]
 
@@ -49,7 +52,14 @@ class CoordinateTransform(BaseModel):
         return (1000.0, 1000.0) if space == "norm1000" else (float(self.image_px[0]), float(self.image_px[1]))
 
     def to_css(self, x: float, y: float, space: CoordinateSpace = "norm1000") -> tuple[float, float]:
-        """Model position -> CSS pixels of the viewport, clamped inside it."""
+        """Model position -> CSS pixels of the viewport, clamped inside it.
+
+        Raises:
+            InputError: ``x`` or ``y`` is NaN or infinite (a NaN would pass the clamp unchanged).
+        """
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise InputError(f"a position must be finite numbers, got ({x}, {y})",
+                             hint="actions validate their positions; build them with the action models or the parser")
         ex, ey = self._extent(space)
         width, height = self.viewport_css
         css_x = min(max(x / ex * width, 0.0), width - 1.0)
