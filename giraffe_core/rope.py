@@ -167,9 +167,9 @@ def validate_rope_parameters(config: Any) -> dict[str, Any]:
     made explicit. Raises :class:`ConfigError` with the reason and the fix.
     """
     text = _text_config(config)
+    layout, _ = _family(text)  # first: anything that is not a Qwen-VL config is refused by name
     params = dict(text.rope_parameters or {})
     rope_type = params.get("rope_type", params.get("type", "default"))
-    layout, _ = _family(text)
     head_dim = _head_dim(text)
     if head_dim % 2:
         raise ConfigError(f"head_dim {head_dim} is odd; rotary embeddings need an even head dimension")
