@@ -27,15 +27,23 @@ Coordinate spaces (units of ``x``, ``y``, ``to_x``, ``to_y`` and ``box``):
 * ``"qwen25vl"``: always ``"image_px"``, pixels of the resized image the model saw (that is what
   Qwen2.5-VL's tool is defined in);
 * ``"uitars"``: UI-TARS emits 0-1000 and UI-TARS-1.5 emits pixels of the resized image, with the
-  same syntax. A value above 1000 can only be pixels, so any coordinate above 1000 makes the
-  action ``"image_px"``; otherwise (ambiguous) ``default_space`` decides;
+  same syntax. A value above 1000 can only be pixels, so any number written above 1000 (a
+  point's, or any corner of a box, even when the box's centre is below 1000) makes the action
+  ``"image_px"``; otherwise (ambiguous) ``default_space`` decides;
 * ``"json"``, ``"tool_call"``, ``"function"``: the ``space`` field when the reply gives one,
   else ``default_space``. These are the forms our own prompt teaches, so nothing is guessed: a
   value above 1000 in ``"norm1000"`` is an error fed back to the model.
 
 Every position must be a finite number >= 0, at most 1000 in ``"norm1000"`` and at most
-:data:`MAX_IMAGE_PX` in ``"image_px"``. Key names are mapped to Playwright's notation
-(``"ctrl c"`` -> ``"Control+c"``, ``cmd`` -> ``Meta``, ``enter`` -> ``Enter``).
+:data:`MAX_IMAGE_PX` in ``"image_px"``; no NaN or infinity reaches an action, whatever the form
+(``NaN``, ``Infinity``, ``1e999``, ``"nan"``). A zoom box needs ``x0 < x1`` and ``y0 < y1``.
+Whole-number fields (``amount``, ``step``) refuse fractions: ``2.5`` is an error fed back to the
+model, never rounded or truncated to 2 (``2.0`` and ``"2"`` are 2). In call forms, signed
+literals keep their sign (``click(-5, 3)`` is a negative position, refused as such; ``+5`` is 5),
+a keyword given twice is an error, and only a plain name is a call: ``element.click(1, 2)`` or
+``pyautogui.click(1, 2)`` (a method call, as prose may mention one) is not an action. Key names
+are mapped to Playwright's notation (``"ctrl c"`` -> ``"Control+c"``, ``cmd`` -> ``Meta``,
+``enter`` -> ``Enter``).
 
 Conversions from foreign forms: Qwen's ``scroll`` ``pixels`` (> 0 up, < 0 down) become wheel
 notches of 100 px (rounded up, 1-50); UI-TARS's ``wait()`` is 5 s, a ``type`` content ending in a
@@ -504,6 +512,8 @@ def _parse_call(source: str) -> tuple[str, list[Any], dict[str, Any]]:
     for keyword in call.keywords:
         if keyword.arg is None:
             raise _error(f"{name}(...) uses **; write each argument out")
+        if keyword.arg in kwargs:  # Python's parser allows it (its compiler does not): never pick one silently
+            raise _error(f"{name}() got {keyword.arg} twice", _tag_or_none(name))
         kwargs[keyword.arg] = _literal(keyword.value, name)
     return name, args, kwargs
 
@@ -589,14 +599,17 @@ def _uitars_action(name: str, args: list[Any], kwargs: dict[str, Any], space: Co
     start = _first(kwargs, "start_box", "point", "start_point")
     if verb in ("click", "left_single", "left_double", "double_click", "right_single", "right_click"):
         tag = _tag(verb)
-        x, y = _point(start if start is not None else positional, "start_box", tag)
-        return _build(tag, {"x": x, "y": y}, _uitars_space([x, y], space))
+        where = start if start is not None else positional
+        x, y = _point(where, "start_box", tag)
+        return _build(tag, {"x": x, "y": y}, _uitars_space([where], space))
     if verb in ("drag", "select"):
         end = _first(kwargs, "end_box", "end_point")
-        x, y = _point(start if start is not None else positional, "start_box", "drag")
-        to_x, to_y = _point(end if end is not None else (args[1] if len(args) > 1 else None), "end_box", "drag")
+        where = start if start is not None else positional
+        end = end if end is not None else (args[1] if len(args) > 1 else None)
+        x, y = _point(where, "start_box", "drag")
+        to_x, to_y = _point(end, "end_box", "drag")
         fields = {"x": x, "y": y, "to_x": to_x, "to_y": to_y}
-        return _build("drag", fields, _uitars_space([x, y, to_x, to_y], space))
+        return _build("drag", fields, _uitars_space([where, end], space))
     if verb in ("hotkey", "press", "key"):
         keys = _first(kwargs, "key", "keys", "hotkey")
         return _build("key", {"keys": keys if keys is not None else (args if len(args) > 1 else positional)}, None)
@@ -611,7 +624,7 @@ def _uitars_action(name: str, args: list[Any], kwargs: dict[str, Any], space: Co
         fields = {"direction": _first(kwargs, "direction") or (args[-1] if args else None)}
         if start is not None:
             fields["x"], fields["y"] = _point(start, "start_box", "scroll")
-        return _build("scroll", fields, _uitars_space([fields.get("x", 0), fields.get("y", 0)], space))
+        return _build("scroll", fields, _uitars_space([start], space))
     if verb == "wait":
         return _build("wait", {"seconds": 5.0}, None)  # UI-TARS: "sleep for 5s"
     if verb == "finished":
@@ -624,9 +637,15 @@ def _uitars_action(name: str, args: list[Any], kwargs: dict[str, Any], space: Co
     return _function_action(name, args, kwargs, space)
 
 
-def _uitars_space(values: list[float], default_space: CoordinateSpace) -> CoordinateSpace:
-    """UI-TARS (0-1000) or UI-TARS-1.5 (pixels)? Above 1000 it can only be pixels; else the default."""
-    return "image_px" if any(v > 1000 for v in values) else default_space
+def _uitars_space(written: list[Any], default_space: CoordinateSpace) -> CoordinateSpace:
+    """UI-TARS (0-1000) or UI-TARS-1.5 (pixels)? Above 1000 it can only be pixels; else the default.
+
+    Every number written counts, the corners of a box included: a box reaching x = 1200 is in pixels
+    even when its centre is below 1000. ``written`` are the points or boxes as the reply gave them
+    (already read once by :func:`_point`, so they are valid), ``None`` for one not given.
+    """
+    numbers = [n for value in written if value is not None for n in _numbers(value, "start_box", None)]
+    return "image_px" if any(n > 1000 for n in numbers) else default_space
 
 
 # ------------------------------------------------------------------------------ Qwen2.5-VL

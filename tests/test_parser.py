@@ -6,11 +6,11 @@ import json
 import math
 import random
 import re
-import time
 from typing import get_args
 
 import pytest
 
+from giraffe_agent import parser
 from giraffe_agent.actions import (
     ACTION_ADAPTER,
     Action,
@@ -353,11 +353,15 @@ def test_non_text_input_is_a_parse_error(value):
         parse_action(value)  # type: ignore[arg-type]
 
 
-def test_too_long_reply_is_refused_quickly():
-    start = time.perf_counter()
+def test_too_long_reply_is_refused_before_it_is_read(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("a reply over the limit was read")
+
+    monkeypatch.setattr(parser, "_valid_unicode", never)  # the first step that reads the text
     with pytest.raises(ParseError, match="characters long"):
         parse_action("x" * (MAX_REPLY_CHARS + 1))
-    assert time.perf_counter() - start < 0.1
+    with pytest.raises(AssertionError, match="was read"):  # control: a reply within the limit is read
+        parse_action("x" * MAX_REPLY_CHARS)
 
 
 def test_a_bad_default_space_is_a_programming_error():
@@ -493,7 +497,6 @@ def test_fuzz_10000_mutated_replies_raise_nothing_but_parse_error():
     rng = random.Random(20250101)
     corpus = [g[0] for g in GOLDEN] + [action_to_json(a) for a in SAMPLES]
     parsed = failed = 0
-    start = time.perf_counter()
     for _ in range(10_000):
         reply = _random_structured(rng) if rng.random() < 0.3 else _mutate(rng, rng.choice(corpus), corpus)
         try:
@@ -504,7 +507,5 @@ def test_fuzz_10000_mutated_replies_raise_nothing_but_parse_error():
         else:
             _check_result(result)
             parsed += 1
-    elapsed = time.perf_counter() - start
-    # both outcomes are exercised, and the whole run stays fast
+    # both outcomes are exercised (the work per reply is bounded by tests/test_parser_edges.py, not timed)
     assert parsed > 1000 and failed > 1000, (parsed, failed)
-    assert elapsed < 20, elapsed  # about 2-3 s on one core
