@@ -247,6 +247,21 @@ def test_oversized_inline_and_header_images_are_refused_before_decoding(tmp_path
     assert len(kept) == 1 and "over the limit" in log.problems[0].reason
 
 
+def test_a_data_url_over_the_byte_limit_is_not_decoded(tmp_path, monkeypatch):
+    from training.data import media
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    decoded, decode = [], base64.b64decode
+    monkeypatch.setattr(media.base64, "b64decode", lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    assert isinstance(media.image_payload(url, tmp_path), bytes) and decoded == [1]  # control: within the limit
+    monkeypatch.setattr(media, "MAX_DATA_URL_BYTES", len(buffer.getvalue()) - 1)
+    with pytest.raises(media.BadRecord, match="over the limit"):
+        media.image_payload(url, tmp_path)
+    assert decoded == [1]  # refused from its length: never decoded
+
+
 # --------------------------------------------------------------------------------------------------
 # tools
 # --------------------------------------------------------------------------------------------------

@@ -148,10 +148,10 @@ def _split_tags(text: str, media: _Media) -> list[dict]:
             parts.append(media.take(piece[1:-1], "tag"))
             after_tag = True
             continue
-        text = piece.removeprefix("\n") if after_tag else piece
+        kept = piece.removeprefix("\n") if after_tag else piece
         after_tag = False
-        if text:
-            parts.append({"type": "text", "text": text})
+        if kept:
+            parts.append({"type": "text", "text": kept})
     return parts
 
 
@@ -178,11 +178,15 @@ def _parts(content: Any, media: _Media, root: Path) -> list[dict]:
     return parts
 
 
+def _a(word: str) -> str:
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
 def _text(parts: list[dict], role: str) -> str:
     if any(p["type"] != "text" for p in parts):
         kind = next(p["type"] for p in parts if p["type"] != "text")
-        article = "an" if role[:1] in ("a", "e", "i", "o", "u") else "a"
-        raise BadRecord(f"an {kind} in {article} {role} turn; {kind}s belong in user turns and tool responses")
+        raise BadRecord(f"{_a(kind)} {kind} in {_a(role)} {role} turn; {kind}s belong in user turns and tool "
+                        "responses")
     return "".join(p["text"] for p in parts)
 
 

@@ -158,20 +158,24 @@ class DataLog:
         self.filtered[(source, reason)] += count
 
     def why_empty(self, source: str) -> str:
-        """Why ``source`` gave no sample: its records skipped as bad data (count, the most common
-        reason, the first such problem) and those filtered out."""
+        """Why ``source`` gave no sample: the file's own problem, or its records skipped as bad
+        data (count, the most common reason, the first such problem) and those filtered out."""
+        mine = [p for p in self.problems if p.source == source]
+        whole = next((p for p in mine if p.line is None), None)
+        if whole is not None and not self.read[source]:
+            return f"no sample from {source}: {whole}"
         skipped = {r: n for (s, r), n in self.skipped.items() if s == source}
         filtered = {r: n for (s, r), n in self.filtered.items() if s == source}
-        read = self.read[source]
         parts = []
         if skipped:
             reason, count = max(skipped.items(), key=lambda item: item[1])
-            first = next((p for p in self.problems if p.source == source and reason_key(p.reason) == reason), None)
+            first = next((p for p in mine if reason_key(p.reason) == reason), None)
             parts.append(f"{sum(skipped.values())} skipped as bad data, most often {reason!r} ({count} of them)"
                          + (f"; first: {first}" if first else ""))
         parts += [f"{n} left out: {r}" for r, n in sorted(filtered.items())]
-        return f"no sample from {source} ({read} record{'s' if read != 1 else ''} read): " + "; ".join(parts or
-                                                                                                     ["empty"])
+        read = self.read[source]
+        return f"no sample from {source} ({read} record{'s' if read != 1 else ''} read): " + \
+            "; ".join(parts or ["the file holds no record"])
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready counts: read, kept, skipped (bad) and filtered per source and reason, and

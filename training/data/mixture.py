@@ -113,7 +113,8 @@ def _empty_categories_error(empty: list[str], unrated: Counter, silent: list[str
     if unrated:
         found = ", ".join(f"{c} ({n})" for c, n in unrated.most_common())
         lines.append(f"samples were read in categories without a ratio: {found}")
-        hint = f"to train on the samples read, set data.ratios: {suggest_ratios(unrated)}"
+        ratios = ", ".join(f"{c}: {r}" for c, r in suggest_ratios(unrated).items())
+        hint = f"to train on the samples read, set data.ratios: {{{ratios}}}"
     return ConfigError("\n".join(lines), hint=hint)
 
 
