@@ -2,13 +2,16 @@
 
 Imported by tests/test_browser.py, tests/test_coords.py and tests/test_safety.py (not a conftest:
 the fixtures that launch browsers live in those modules, module-scoped, one browser per config).
-Every server binds 127.0.0.1 on a free port; nothing leaves the machine.
+Every server binds 127.0.0.1 on a free port; nothing leaves the machine. ``close()`` leaves nothing
+running: it ends every open connection and delayed reply and joins every handler thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,12 +51,53 @@ class Reply:
 Handler = Callable[[BaseHTTPRequestHandler], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    """A threaded HTTP server that keeps its connections, so that ``server_close`` can end them.
+
+    Handler threads are not daemons and ``server_close`` joins them (``block_on_close``); a client
+    that went away (a browser closing a stream) is not an error worth a traceback on stderr.
+    """
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.connections: set[socket.socket] = set()
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+    def server_close(self) -> None:
+        self.closing.set()  # delayed replies stop waiting and are not sent
+        with self._lock:
+            open_now = list(self.connections)
+        for conn in open_now:  # a kept-alive or streaming connection: its handler sees EOF and returns
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        super().server_close()  # joins every handler thread
+
+
 class LoopbackServer:
     """A threaded HTTP server on 127.0.0.1 with a route table, recording every request path.
 
     ``routes`` maps a path (without query) to a :class:`Reply` or a function of the request
     handler returning one; unknown paths get 404. ``hits`` lists (method, path with query) in
-    arrival order, including WebSocket upgrade attempts and 404s.
+    arrival order, including WebSocket upgrade attempts and 404s. :meth:`close` stops it and every
+    thread it started.
     """
 
     def __init__(self, routes: dict[str, Reply | Handler] | None = None) -> None:
@@ -64,6 +108,7 @@ class LoopbackServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 60  # seconds an idle kept-alive connection is held (close() ends it at once)
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # silent: test_safety checks that no log record holds a secret
@@ -77,8 +122,9 @@ class LoopbackServer:
                 route = server.routes.get(urlsplit(self.path).path)
                 reply = Reply("not found", status=404) if route is None else (
                     route if isinstance(route, Reply) else route(self))
-                if reply.delay_s:
-                    time.sleep(reply.delay_s)
+                if reply.delay_s and server._server.closing.wait(reply.delay_s):
+                    self.close_connection = True
+                    return  # the server is closing: no reply
                 body = reply.body.encode() if isinstance(reply.body, str) else reply.body
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
@@ -92,8 +138,7 @@ class LoopbackServer:
 
             do_GET = do_POST = do_HEAD = _answer
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"loopback-{self.port}", daemon=True)
         self._thread.start()
@@ -118,6 +163,7 @@ class LoopbackServer:
             self.hits.clear()
 
     def close(self) -> None:
-        """Stop serving."""
+        """Stop serving, end every open connection and delayed reply, and join every thread."""
         self._server.shutdown()
         self._server.server_close()
+        self._thread.join()
