@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+from cli_result import reported_error
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -122,9 +124,15 @@ def xvfb():
     if not number.strip():
         proc.kill()
         pytest.fail("Xvfb did not report a display number")
-    yield f":{number.decode().strip()}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield f":{number.decode().strip()}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture()
@@ -351,6 +359,7 @@ def test_a_video_file_round_trips_as_a_recording(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_xvfb
 def test_screen_recording_keeps_each_change_with_its_time_and_drops_the_rest(x_window, display, tmp_path):
     fps = 10
@@ -423,7 +432,8 @@ def test_a_missing_or_wrong_display_is_a_capture_error(monkeypatch, tmp_path):
 
     result = CliRunner().invoke(app, ["record", "--display", ":4242", "--duration", "1", "--out",
                                       str(tmp_path / "rec")])
-    assert result.exit_code == 2 and "cannot open X display" in result.output
+    assert result.exit_code == 2 and isinstance(reported_error(result), CaptureError)
+    assert "cannot open X display" in reported_error(result).message
     assert not (tmp_path / "rec").exists()  # the source is opened before the directory is made
 
 
@@ -440,9 +450,11 @@ def test_cli_records_a_region_as_json(display, tmp_path):
     assert summary["source"]["region"] == [0, 0, 64, 48]
     assert Recording.open(out).image(0).size == (64, 48)
     bad = CliRunner().invoke(app, ["record", "--region", "1,2,3", "--out", str(tmp_path / "r2")])
-    assert bad.exit_code == 2 and "4 integers" in bad.output
+    assert bad.exit_code == 2 and isinstance(reported_error(bad), typer.BadParameter)
+    assert "4 integers" in str(reported_error(bad))
 
 
+@pytest.mark.slow
 @needs_xvfb
 def test_cli_record_stops_cleanly_on_ctrl_c(xvfb, tmp_path):
     out = tmp_path / "rec"
@@ -462,7 +474,6 @@ def test_cli_record_stops_cleanly_on_ctrl_c(xvfb, tmp_path):
     assert proc.returncode == 0, output
     rec = Recording.open(out)
     assert rec.complete and len(rec) == 1 and rec.duration >= 0.9  # a still screen: one frame, then drops
-    assert "kept 1 of" in output
 
 
 # --------------------------------------------------------------------------------------------------
@@ -501,10 +512,15 @@ def page_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/", changes
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", changes
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
+@pytest.mark.slow
 def test_page_source_records_a_changing_page(page_server, tmp_path):
     pytest.importorskip("playwright", reason="playwright is not installed: pip install -e '.[agent]'")
     from giraffe_agent.envs.chromium import find_chromium
@@ -547,6 +563,7 @@ while True:
 '''
 
 
+@pytest.mark.slow
 def test_sigkill_loses_at_most_the_frame_being_written(tmp_path):
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)

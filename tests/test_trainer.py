@@ -23,12 +23,15 @@ from pathlib import Path
 import pytest
 import torch
 from browser_fixtures import requires_browser
+from cli_result import reported_error
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from giraffe_core.engine import load, tiny_model
+from giraffe_core.errors import ConfigError
 from giraffe_core.extras import is_available
 from training import Trainer, load_config
+from training.errors import CheckpointError
 
 pytestmark = pytest.mark.skipif(not (is_available("accelerate") and is_available("peft")),
                                 reason="the train extra is not installed (pip install 'giraffe[train]')")
@@ -104,6 +107,7 @@ def test_learnable_task_halves_the_loss_and_beats_the_untrained_model(tmp_path, 
     assert accuracy(trained) > max(untrained, 0.25)
 
 
+@pytest.mark.slow
 def test_frozen_tower_and_resume_after_sigkill_continue_the_same_curve(tmp_path, colours):
     stages = [{"length_tokens": 256, "steps": 3}, {"length_tokens": 8192, "steps": 3}]  # 8192: M-RoPE++ factor 2
     common = {"stages": stages, "save_every_steps": 2, "tune": {"lora_r": 4, "lora_alpha": 8}}
@@ -179,6 +183,7 @@ def _first_step_gradients(out: Path, data: Path, **changes) -> dict[str, torch.T
     return seen
 
 
+@pytest.mark.slow
 def test_accumulation_and_packing_do_not_change_the_gradient(tmp_path):
     data = colour_dataset(tmp_path / "four", 4, seed=3)
     one_batch = _first_step_gradients(tmp_path / "a", data, packing=False, batch_samples=4)
@@ -191,6 +196,7 @@ def test_accumulation_and_packing_do_not_change_the_gradient(tmp_path):
         torch.testing.assert_close(packed[name], grad, rtol=1e-4, atol=1e-7, msg=name)
 
 
+@pytest.mark.slow
 def test_cli_trains_reports_and_resumes(tmp_path, colours):
     from giraffe_cli.app import app
 
@@ -204,13 +210,16 @@ def test_cli_trains_reports_and_resumes(tmp_path, colours):
     first = runner.invoke(app, ["train", str(config), "--max-steps", "1", "--json"])
     assert first.exit_code == 0, first.output
     assert json.loads(first.output)["steps"] == 1 and not json.loads(first.output)["completed"]
-    rest = runner.invoke(app, ["train", str(config), "--resume"])
+    rest = runner.invoke(app, ["train", str(config), "--resume"])  # the progress bar's path
     assert rest.exit_code == 0, rest.output
-    assert "2/2 steps" in rest.output and (tmp_path / "cli" / "final" / "config.json").is_file()
+    assert (tmp_path / "cli" / "final" / "config.json").is_file()
+    assert (tmp_path / "cli" / "checkpoints" / "step-000002").is_dir()  # both steps, the second resumed
+    assert len((tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()) == 2
     again = runner.invoke(app, ["train", str(config)])  # a fresh start would overwrite the run
-    assert again.exit_code == 2 and "already holds checkpoints" in again.output
+    assert again.exit_code == 2 and isinstance(reported_error(again), CheckpointError)
     missing = runner.invoke(app, ["train", str(tmp_path / "nope.yaml")])
-    assert missing.exit_code == 2 and "cannot read" in missing.output
+    assert missing.exit_code == 2 and isinstance(reported_error(missing), ConfigError)
+    assert "Traceback" not in again.output + missing.output
 
 
 def test_each_stage_draws_its_samples_with_its_own_ratios(tmp_path, colours):
