@@ -48,7 +48,8 @@ def error_text(exc: BaseException) -> str:
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}
         field = ".".join([exc.title, *(str(part) for part in first["loc"])])
         more = f" (and {len(errors) - 1} more invalid value(s))" if len(errors) > 1 else ""
-        return f"error[invalid-value]: {field}: {_one_line(first['msg'])}{more}"
+        message = _one_line(first["msg"]).removeprefix("Value error, ")  # a validator's own words
+        return f"error[invalid-value]: {field}: {message}{more}"
     if isinstance(exc, GiraffeError):
         hint = f"\n  hint: {_one_line(exc.hint)}" if exc.hint else ""
         return f"error[{exc.code}]: {exc.message.strip()}{hint}"
