@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from giraffe_agent.actions import Click, Done, Goto, KeyPress, Type, ZoomBack
 from giraffe_agent.coords import CoordinateTransform
+from giraffe_agent.masking import MASK_COLOR
 from giraffe_agent.safety import (
     Budget,
     BudgetExceededError,
@@ -410,13 +411,18 @@ def test_a_typed_secret_reaches_the_page_but_no_log_message_or_observation(stric
     ]
     assert env.evaluate("() => [user.value, pw.value]") == ["alice", SECRET]
     results.append(env.act(Type(text=SECRET, x=100, y=15, space="image_px"), CSS))  # the value verbatim
+    typed = env.observe()  # both fields hold the secret: each is painted over in the screenshot
+    for top in (0, 50):
+        colors = typed.image.crop((3, top + 3, 197, top + 27)).getcolors(1 << 16)
+        assert {color for _, color in colors} == {MASK_COLOR}, top
     results.append(env.act(KeyPress(keys="Enter"), CSS))  # GET form: the secret travels in the URL
     obs = env.observe()
     assert any(SECRET.replace(" ", "+").replace("!", "%21") in p for _, p in a.hits), a.hits  # the server got it
     assert obs.title.startswith("Echo /echo?user=alice") and "pw={{secret:PASSWORD}}" in obs.url
     everything = [r.message for r in results] + obs.events + [obs.url, obs.title, caplog.text]
     for text in everything:
-        for form in (SECRET, "hunter2+s3cr3t%21", "hunter2%20s3cr3t%21"):
+        for form in (SECRET, "hunter2+s3cr3t%21", "hunter2%20s3cr3t%21", "hunter2+s3cr3t%21".lower(),
+                     "hunter2%20s3cr3t!", "hunter2 s3cr3t\u0021", "hunter2 s3cr3t&#33;"):
             assert form not in text
     assert "{{secret:PASSWORD}}" in results[1].message
     assert "typed '{{secret:PASSWORD}}'" in caplog.text or "{{secret:PASSWORD}}" in caplog.text
