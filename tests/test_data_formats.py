@@ -345,6 +345,10 @@ def test_parallel_calls_join_the_assistant_turn_and_responses_merge(tmp_path, en
     assert example.messages[1]["content"] == (
         'Checking both.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>')
+    calls = json.loads(record["messages"][2]["content"])
+    record["messages"][2:3] = [{"role": "tool_call", "content": json.dumps(c)} for c in calls]  # one turn each
+    (again,) = read_swift(write(tmp_path / "seq.jsonl", [record]), DataLog("fail"), label="p")
+    assert again.messages == example.messages
     response = example.messages[2]["content"]
     assert "".join(p.get("text", "<IMG>") for p in response) == (
         "<tool_response>\n20\n</tool_response>\n<tool_response>\n<IMG>25\n</tool_response>")

@@ -12,7 +12,10 @@ Record forms accepted (field names as in LLaVA-Instruct, ShareGPT4V, Mantis, Lon
   ``messages: [{"role": "user"|"assistant"|"system", "content": "..." | [parts]}]``;
 * ``image: "a.jpg"`` or ``images: ["a.jpg", "b.jpg"]`` (paths relative to ``image_root``; in
   ``datasets`` rows also decoded images); ``<image>`` in the text marks where each image goes
-  (without any tag, all images open the first user turn);
+  (without any tag, all images open the first user turn); typed parts may carry their own image
+  (``{"type": "image", "image": ...}``, ``image_url``; see :mod:`training.data.media`); a
+  ``<video>`` tag is an error (LLaVA records hold images: videos are read by ``kind:
+  llamafactory`` / ``swift``, :mod:`training.data.formats`);
 * long text: ``messages``, or ``instruction`` (+ ``input``) and ``output``;
 * also allowed: ``id``, ``source``, ``system``.
 """
