@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 
 from giraffe_core.errors import GiraffeError
 
-__all__ = ["ELLIPSES", "MAX_LAYERS", "MIN_PREFIX", "SecretError", "Secrets"]
+__all__ = ["SecretError", "Secrets"]
 
 T = TypeVar("T")
 
