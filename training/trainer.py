@@ -46,6 +46,7 @@ import torch
 
 from giraffe_agent.trajectory import write_json_atomic
 from giraffe_core.engine import Engine, load
+from giraffe_core.errors import ConfigError
 from giraffe_core.extras import require
 from giraffe_core.positions import VisionTokenIds
 from training.checkpoints import Checkpoints, MetricsLog
@@ -140,6 +141,11 @@ class Trainer:
         plugin = None
         if config.deepspeed:
             require("deepspeed", extra="train", purpose=f"train with DeepSpeed ({config.deepspeed})")
+            if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+                raise ConfigError(f"deepspeed: {config.deepspeed} needs a launcher: RANK and WORLD_SIZE are unset "
+                                  "(DeepSpeed would try MPI discovery and fail)",
+                                  hint="run `accelerate launch -m giraffe_cli train CONFIG`, or drop the deepspeed "
+                                       "line to train in one plain process")
             resolved = resolve_deepspeed_config(
                 config.deepspeed, gradient_accumulation_steps=config.gradient_accumulation_steps,
                 micro_batch_size=1 if config.packing else config.batch_samples,
