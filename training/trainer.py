@@ -49,6 +49,7 @@ from giraffe_core.engine import Engine, load
 from giraffe_core.errors import ConfigError
 from giraffe_core.extras import require
 from giraffe_core.positions import VisionTokenIds
+from training.attention import select_for_packing
 from training.checkpoints import Checkpoints, MetricsLog
 from training.collator import PackedCollator, PaddedCollator
 from training.config import TrainConfig
@@ -187,6 +188,8 @@ class Trainer:
         self.tokens = VisionTokenIds.from_config(model.config)
         model.train()
         set_rope_for_length(model, config.stages[0].length_tokens, config.model.rope)
+        if config.packing:  # attention per sample, not over the whole row (FlashAttention is kept)
+            select_for_packing(model)
         self.model = prepare_model(model, config.tune, gradient_checkpointing=config.gradient_checkpointing)
         logger.info("parameters: %s", parameter_report(self.model))
         self.encoder = Encoder(self.processor, self.tokens, default_max_tokens=config.data.default_max_image_tokens)
