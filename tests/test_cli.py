@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 
+import pytest
 import torch
 import transformers
 from cli_result import reported_error
@@ -43,6 +44,7 @@ def test_info_table_names_every_section():
         assert word in result.output
 
 
+@pytest.mark.slow
 def test_generate_on_the_embedded_default_reports_a_plan_and_a_completion():
     result = runner.invoke(app, ["generate", "--json", "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
