@@ -4,7 +4,9 @@ What one :meth:`Trainer.fit` does:
 
 1. **Setup** (:meth:`Trainer.setup`): load the model (:func:`giraffe_core.load`: ``tiny``, a
    directory or a hub id), set M-RoPE++ for the first stage, freeze / add LoRA
-   (:mod:`training.params`), read and measure every source and draw each stage's mixture
+   (:mod:`training.params`; packed rows get per-sample attention, :mod:`training.attention`; a
+   frozen vision tower gets an output cache in ``OUTPUT/vision_cache``, not under DeepSpeed,
+   :mod:`training.vision_cache`), read and measure every source and draw each stage's mixture
    (:mod:`training.data.mixture`, report in ``OUTPUT/mix_report.json``), plan the micro-batches
    (packed rows of at most the stage length, :func:`~training.collator.pack_rows`) and the
    optimizer steps, build AdamW and the warmup + decay schedule, and ``accelerator.prepare``
@@ -58,12 +60,18 @@ from training.data.mixture import MixReport, plan_stage, read_sources
 from training.deepspeed_config import resolve_deepspeed_config, validate_deepspeed_config
 from training.errors import CheckpointError
 from training.loss import ChunkedLossModel
-from training.params import parameter_report, prepare_model, set_rope_for_length
+from training.params import parameter_report, prepare_model, set_rope_for_length, vision_modules
 from training.schedule import PlannedStep, lr_factor, plan_steps
+from training.vision_cache import VisionCache
 
 __all__ = ["StepInfo", "TrainResult", "Trainer"]
 
 logger = logging.getLogger(__name__)
+
+VISION_CACHE_MEMORY_BYTES = 1 << 30
+"""Bound on the vision outputs a process keeps in memory, bytes."""
+VISION_CACHE_DISK_BYTES = 4 << 30
+"""Bound on the vision outputs kept in ``OUTPUT/vision_cache``, bytes."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,15 @@ class Trainer:
                       seed=spec.seed)
         return engine.model, engine.processor
 
+    def _vision_cache(self) -> VisionCache | None:
+        """A cache of the tower's outputs when the whole tower is frozen (not under DeepSpeed, whose
+        ZeRO-3 partitions the weights the cache's key is made of)."""
+        visual, _ = vision_modules(self.model)
+        if self.config.deepspeed or any(p.requires_grad for p in visual.parameters()):
+            return None
+        return VisionCache(visual, memory_bytes=VISION_CACHE_MEMORY_BYTES, directory=self.output_dir / "vision_cache",
+                           disk_bytes=VISION_CACHE_DISK_BYTES)
+
     def setup(self) -> None:
         """Load, freeze, read the data and plan every step (idempotent; :meth:`fit` calls it)."""
         if self._ready:
@@ -192,6 +209,7 @@ class Trainer:
             select_for_packing(model)
         self.model = prepare_model(model, config.tune, gradient_checkpointing=config.gradient_checkpointing)
         logger.info("parameters: %s", parameter_report(self.model))
+        self.vision_cache = self._vision_cache()
         self.encoder = Encoder(self.processor, self.tokens, default_max_tokens=config.data.default_max_image_tokens)
         log = DataLog(config.data.on_bad_sample)
         examples = read_sources(config.data, self.encoder, max_length_tokens=config.stages[-1].length_tokens,
