@@ -4,8 +4,10 @@ The same samples, the same tiny model (full fine-tuning, gradient checkpointing,
 AdamW) and the same number of real tokens, fed two ways:
 
 * **packed**: :func:`training.collator.pack_rows` into rows of at most ``--row-tokens`` tokens,
-  one row per step (:class:`~training.collator.PackedCollator`, block-diagonal attention through
-  transformers' packed-sequence path);
+  one row per step (:class:`~training.collator.PackedCollator`), attention per sample
+  (:mod:`training.attention`: one causal SDPA call per sample, ``--packed-attention segments``,
+  the default) or transformers' dense block-diagonal mask (``--packed-attention sdpa``, the
+  earlier path);
 * **padded**: ``--batch`` samples per step in the mixture's order, right-padded to the longest
   (:class:`~training.collator.PaddedCollator`, attention mask): the usual baseline.
 
@@ -15,12 +17,16 @@ The mix scales the paper's ETVLM shares down to the tiny model's 4K context: 20%
 exact (the samples are tokenized by :class:`~training.data.examples.Encoder`).
 
 Each mode runs in its own process (so peak memory is its own): one warm-up step, then every step
-of one pass over the data; tokens per second counts REAL tokens (padding excluded). Peak memory
+of one pass over the data; tokens per second counts REAL tokens (padding excluded). The two modes
+run ``--repeats`` times, interleaved (packed, padded, packed, ...), so that on a shared machine
+both see the same load; the run of median throughput of each is reported, and the ratio of each
+back-to-back pair. Peak memory
 is the process's peak resident set size (``ru_maxrss``) and the peak RSS increase during the
 timed pass (psutil, sampled every 5 ms).
 
     python benchmarks/training.py                   # table + one JSON line
     python benchmarks/training.py --samples 48 --threads 1
+    python benchmarks/training.py --threads 1 --packed-attention sdpa   # the dense-mask packed path
 """
 
 from __future__ import annotations
@@ -123,9 +129,11 @@ def _model(width: int) -> torch.nn.Module:
     return tiny_model(config)
 
 
-def run_mode(mode: str, samples: int, row_tokens: int, batch: int, width: int = 128) -> dict:
+def run_mode(mode: str, samples: int, row_tokens: int, batch: int, width: int = 128,
+             packed_attention: str = "segments") -> dict:
     """One pass of ``mode`` (packed or padded) in this process; returns its numbers."""
     from giraffe_core.engine import load
+    from training.attention import select_for_packing
     from training.collator import PackedCollator, PaddedCollator, pack_rows
     from training.config import TuneConfig
     from training.data.examples import Encoder
@@ -144,7 +152,11 @@ def run_mode(mode: str, samples: int, row_tokens: int, batch: int, width: int = 
         groups = [list(range(i, min(i + batch, len(encoded)))) for i in range(0, len(encoded), batch)]
         collate = PaddedCollator(engine.tokens, pad)
     batches = [collate([encoded[i] for i in group]) for group in groups]
-    model = prepare_model(_model(width).train(), TuneConfig(method="full"), gradient_checkpointing=True)
+    model = _model(width).train()
+    attention = "sdpa"
+    if mode == "packed" and packed_attention == "segments":
+        attention = select_for_packing(model)
+    model = prepare_model(model, TuneConfig(method="full"), gradient_checkpointing=True)
     wrapper = ChunkedLossModel(model, chunk_tokens=1024)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
@@ -162,7 +174,8 @@ def run_mode(mode: str, samples: int, row_tokens: int, batch: int, width: int = 
         seconds = time.perf_counter() - began
     real = sum(lengths)
     processed = sum(int(b["input_ids"].numel()) for b in batches)
-    return {"mode": mode, "width": width, "samples": samples, "steps": len(batches), "real_tokens": real,
+    return {"mode": mode, "attention": attention, "width": width, "samples": samples, "steps": len(batches),
+            "real_tokens": real,
             "processed_tokens": processed, "efficiency": round(real / processed, 4), "seconds": round(seconds, 3),
             "tokens_per_s": round(real / seconds, 1), "peak_rss_mib": round(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -178,34 +191,54 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="samples per padded batch")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--width", type=int, default=128, help="language-model hidden size (128: the tiny preset)")
+    parser.add_argument("--packed-attention", choices=["segments", "sdpa"], default="segments",
+                        help="packed rows: per-sample SDPA calls (training.attention) or the dense block-diagonal mask")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each mode, interleaved (median reported)")
     parser.add_argument("--mode", choices=["packed", "padded"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mode:
-        print(json.dumps(run_mode(args.mode, args.samples, args.row_tokens, args.batch, args.width)))
+        print(json.dumps(run_mode(args.mode, args.samples, args.row_tokens, args.batch, args.width,
+                                    args.packed_attention)))
         return
-    results = {}
-    for mode in ("packed", "padded"):
-        cmd = [sys.executable, __file__, "--mode", mode, "--samples", str(args.samples), "--row-tokens",
-               str(args.row_tokens), "--batch", str(args.batch), "--width", str(args.width)]
-        cmd += ["--threads", str(args.threads)] if args.threads else []
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-    packed, padded = results["packed"], results["padded"]
-    print("| mode | steps | real tokens | processed tokens | efficiency | seconds | real tokens/s | peak RSS MiB "
-          "| RSS increase MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in (packed, padded):
-        print(f"| {r['mode']} | {r['steps']} | {r['real_tokens']} | {r['processed_tokens']} | {r['efficiency']:.2f} "
-              f"| {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | "
-              f"{r['peak_rss_increase_mib']:.0f} |")
+    runs: dict[str, list[dict]] = {"packed": [], "padded": []}
+    for _ in range(args.repeats):  # interleaved, so both modes see the same load
+        for mode in runs:
+            cmd = [sys.executable, __file__, "--mode", mode, "--samples", str(args.samples), "--row-tokens",
+                   str(args.row_tokens), "--batch", str(args.batch), "--width", str(args.width),
+                   "--packed-attention", args.packed_attention]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    packed, padded = (_median_run(runs[m]) for m in ("packed", "padded"))
+    _print_table(packed, padded)
     ratio = packed["tokens_per_s"] / padded["tokens_per_s"]
-    print(f"packed / padded throughput: {ratio:.2f}x")
+    pairs = [p["tokens_per_s"] / q["tokens_per_s"] for p, q in zip(runs["packed"], runs["padded"], strict=True)]
+    print(f"packed / padded throughput (medians over {args.repeats} runs): {ratio:.2f}x; "
+          f"per run {min(pairs):.2f}-{max(pairs):.2f}x")
     print(json.dumps({"benchmark": "training", "torch": torch.__version__, "python": platform.python_version(),
                       "threads": args.threads or torch.get_num_threads(), "width": args.width,
-                      "row_tokens": args.row_tokens,
-                      "batch": args.batch, "ratio": round(ratio, 3), "results": [packed, padded]}))
+                      "row_tokens": args.row_tokens, "packed_attention": args.packed_attention,
+                      "batch": args.batch, "repeats": args.repeats, "ratio": round(ratio, 3),
+                      "ratio_per_run": [round(r, 3) for r in pairs],
+                      "seconds_per_run": {m: [r["seconds"] for r in runs[m]] for m in runs},
+                      "results": [packed, padded]}))
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median throughput (the upper median for an even count)."""
+    return sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
+
+
+def _print_table(packed: dict, padded: dict) -> None:
+    print("| mode | attention | steps | real tokens | processed tokens | efficiency | seconds | real tokens/s "
+          "| peak RSS MiB | RSS increase MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in (packed, padded):
+        print(f"| {r['mode']} | {r['attention']} | {r['steps']} | {r['real_tokens']} | {r['processed_tokens']} "
+              f"| {r['efficiency']:.2f} | {r['seconds']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | "
+              f"{r['peak_rss_increase_mib']:.0f} |")
 
 
 if __name__ == "__main__":
