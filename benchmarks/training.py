@@ -130,8 +130,8 @@ def _model(width: int) -> torch.nn.Module:
 
 
 def run_mode(mode: str, samples: int, row_tokens: int, batch: int, width: int = 128,
-             packed_attention: str = "segments") -> dict:
-    """One pass of ``mode`` (packed or padded) in this process; returns its numbers."""
+             packed_attention: str = "segments", epochs: int = 1, vision_cache: bool = False) -> dict:
+    """``epochs`` passes of ``mode`` (packed or padded) in this process; returns its numbers."""
     from giraffe_core.engine import load
     from training.attention import select_for_packing
     from training.collator import PackedCollator, PaddedCollator, pack_rows
@@ -167,20 +167,30 @@ def run_mode(mode: str, samples: int, row_tokens: int, batch: int, width: int = 
         optimizer.zero_grad()
 
     step(batches[0])  # warm-up
+    cache = None
+    if vision_cache:  # attached after the warm-up, so the first timed epoch starts empty
+        from training.vision_cache import VisionCache
+
+        cache = VisionCache(model.model.visual)
+    epoch_seconds = []
     with _PeakRSS() as rss:
-        began = time.perf_counter()
-        for b in batches:
-            step(b)
-        seconds = time.perf_counter() - began
-    real = sum(lengths)
-    processed = sum(int(b["input_ids"].numel()) for b in batches)
-    return {"mode": mode, "attention": attention, "width": width, "samples": samples, "steps": len(batches),
+        for _ in range(epochs):
+            began = time.perf_counter()
+            for b in batches:
+                step(b)
+            epoch_seconds.append(round(time.perf_counter() - began, 3))
+    seconds = sum(epoch_seconds)
+    real = sum(lengths) * epochs
+    processed = sum(int(b["input_ids"].numel()) for b in batches) * epochs
+    return {"mode": mode, "attention": attention, "width": width, "samples": samples, "steps": len(batches) * epochs,
             "real_tokens": real,
             "processed_tokens": processed, "efficiency": round(real / processed, 4), "seconds": round(seconds, 3),
             "tokens_per_s": round(real / seconds, 1), "peak_rss_mib": round(
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_rss_increase_mib": round((rss.peak - rss.base) / 2**20, 1),
-            "max_tokens_per_step": max(int(b["input_ids"].numel()) for b in batches)}
+            "max_tokens_per_step": max(int(b["input_ids"].numel()) for b in batches),
+            "epochs": epochs, "epoch_seconds": epoch_seconds, "vision_cache": vision_cache,
+            "cache_stats": vars(cache.stats) if cache else None}
 
 
 def main() -> None:
@@ -194,23 +204,26 @@ def main() -> None:
     parser.add_argument("--packed-attention", choices=["segments", "sdpa"], default="segments",
                         help="packed rows: per-sample SDPA calls (training.attention) or the dense block-diagonal mask")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each mode, interleaved (median reported)")
+    parser.add_argument("--vision-cache-study", action="store_true",
+                        help="instead: packed rows, --epochs passes, without and with the vision-output cache")
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the data (--vision-cache-study)")
+    parser.add_argument("--vision-cache", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["packed", "padded"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mode:
+        epochs = args.epochs if args.vision_cache_study else 1
         print(json.dumps(run_mode(args.mode, args.samples, args.row_tokens, args.batch, args.width,
-                                    args.packed_attention)))
+                                    args.packed_attention, epochs, args.vision_cache)))
+        return
+    if args.vision_cache_study:
+        _cache_study(args)
         return
     runs: dict[str, list[dict]] = {"packed": [], "padded": []}
     for _ in range(args.repeats):  # interleaved, so both modes see the same load
         for mode in runs:
-            cmd = [sys.executable, __file__, "--mode", mode, "--samples", str(args.samples), "--row-tokens",
-                   str(args.row_tokens), "--batch", str(args.batch), "--width", str(args.width),
-                   "--packed-attention", args.packed_attention]
-            cmd += ["--threads", str(args.threads)] if args.threads else []
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs[mode].append(_child(args, mode))
     packed, padded = (_median_run(runs[m]) for m in ("packed", "padded"))
     _print_table(packed, padded)
     ratio = packed["tokens_per_s"] / padded["tokens_per_s"]
@@ -224,6 +237,38 @@ def main() -> None:
                       "ratio_per_run": [round(r, 3) for r in pairs],
                       "seconds_per_run": {m: [r["seconds"] for r in runs[m]] for m in runs},
                       "results": [packed, padded]}))
+
+
+def _child(args: argparse.Namespace, mode: str, *extra: str) -> dict:
+    cmd = [sys.executable, __file__, "--mode", mode, "--samples", str(args.samples), "--row-tokens",
+           str(args.row_tokens), "--batch", str(args.batch), "--width", str(args.width),
+           "--packed-attention", args.packed_attention, "--epochs", str(args.epochs), *extra]
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _cache_study(args: argparse.Namespace) -> None:
+    """Packed rows over ``--epochs`` passes, without and with the vision cache, interleaved."""
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for _ in range(args.repeats):
+        runs["off"].append(_child(args, "packed", "--vision-cache-study"))
+        runs["on"].append(_child(args, "packed", "--vision-cache-study", "--vision-cache"))
+    print("| vision cache | epoch seconds (median run) | mean step s, epoch 1 | mean step s, epochs 2+ | total s |")
+    print("|---|---|---|---|---|")
+    summary = {}
+    for name, rs in runs.items():
+        r = sorted(rs, key=lambda x: x["seconds"])[len(rs) // 2]
+        per_epoch = r["steps"] // r["epochs"]
+        later = sum(r["epoch_seconds"][1:]) / max(1, (r["epochs"] - 1) * per_epoch)
+        first = r["epoch_seconds"][0] / per_epoch
+        summary[name] = {"epoch_seconds": r["epoch_seconds"], "step_s_epoch1": round(first, 3),
+                         "step_s_later": round(later, 3), "total_s": r["seconds"], "cache_stats": r["cache_stats"]}
+        print(f"| {name} | {', '.join(f'{x:.1f}' for x in r['epoch_seconds'])} | "
+              f"{summary[name]['step_s_epoch1']:.3f} | {later:.3f} | {r['seconds']:.1f} |")
+    print(json.dumps({"benchmark": "training-vision-cache", "torch": torch.__version__, "threads": args.threads
+                      or torch.get_num_threads(), "width": args.width, "epochs": args.epochs, "repeats": args.repeats,
+                      "summary": summary, "totals": {k: [r["seconds"] for r in v] for k, v in runs.items()}}))
 
 
 def _median_run(runs: list[dict]) -> dict:
