@@ -115,6 +115,11 @@ def _head_dim(text_config: Any) -> int:
     return int(head_dim or text_config.hidden_size // text_config.num_attention_heads)
 
 
+def _default_theta(text_config: Any) -> float:
+    """The family's rope theta when the parameters name none (transformers' ``default_theta``)."""
+    return float(getattr(text_config, "default_theta", 10000.0))
+
+
 def _section(text_config: Any, params: dict[str, Any]) -> tuple[int, int, int]:
     _, default = _family(text_config)
     section = params.get("mrope_section") or default
@@ -163,7 +168,8 @@ def _check_section(section: tuple[int, ...], n_pairs: int, layout: Layout) -> No
 def validate_rope_parameters(config: Any) -> dict[str, Any]:
     """Check a config's rope parameters for a Giraffe rope type; return them normalised.
 
-    Normalised means ``ramp`` and ``variant`` filled with their defaults and ``mrope_section``
+    Normalised means ``rope_type`` (``"default"``), ``rope_theta`` (the config class's
+    ``default_theta``), ``ramp`` and ``variant`` filled with their defaults and ``mrope_section``
     made explicit. Raises :class:`ConfigError` with the reason and the fix.
     """
     text = _text_config(config)
@@ -198,6 +204,10 @@ def validate_rope_parameters(config: Any) -> dict[str, Any]:
     original = params.get("original_max_position_embeddings")
     if original is not None and (isinstance(original, bool) or not isinstance(original, int) or original < 1):
         raise ConfigError(f"original_max_position_embeddings must be a positive integer, got {original!r}")
+    theta = params.setdefault("rope_theta", _default_theta(text))
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 1:
+        raise ConfigError(f"rope_theta must be a finite number above 1 (the rotary base), got {theta!r}")
+    params.setdefault("rope_type", rope_type)
     if rope_type == MROPE_PLUS_PLUS:
         params.setdefault("ramp", "wavelength")
         params.setdefault("variant", "paper")
@@ -350,7 +360,7 @@ def rope_parameters_for(config: Any, context_length: int, method: RopeMethod | s
     original = _original_context(text)
     factor = max(1.0, context_length / original)
     params: dict[str, Any] = {
-        "rope_theta": float(current.get("rope_theta", getattr(text, "default_theta", 10000.0))),
+        "rope_theta": float(current.get("rope_theta", _default_theta(text))),
         "mrope_section": list(_section(text, current)),
     }
     if method == "none":

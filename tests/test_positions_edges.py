@@ -22,7 +22,11 @@ IMG, VID = 100, 101
 
 
 def reference(ids, images, videos, *, merge, mask=None, samples=None, start=0, steps=None):
-    """(positions [3][B][L], next position per row), one token at a time."""
+    """(positions [3][B][L], next position per row), one token at a time.
+
+    Padding gets 0 and does not move the position; the position restarts at ``start`` at the first
+    real token after a change of sample id, so the next position is that of the row's last sample.
+    """
     rows, length = len(ids), len(ids[0]) if ids else 0
     mask = mask or [[1] * length for _ in range(rows)]
     starts = [start] * rows if isinstance(start, int) else list(start) * (rows if len(start) == 1 else 1)
@@ -32,13 +36,14 @@ def reference(ids, images, videos, *, merge, mask=None, samples=None, start=0, s
     nexts = []
     for b in range(rows):
         p, i = starts[b], 0
+        changed = False  # the sample id changed since the last real token (padding starts no sample)
         while i < length:
-            new_sample = samples is not None and i > 0 and samples[b][i] != samples[b][i - 1]
-            if new_sample:
-                p = starts[b]
+            changed |= samples is not None and i > 0 and samples[b][i] != samples[b][i - 1]
             if not mask[b][i]:
                 i += 1
                 continue
+            if changed:
+                p, changed = starts[b], False
             if ids[b][i] not in (IMG, VID):
                 for axis in range(3):
                     pos[axis][b][i] = p
@@ -121,10 +126,13 @@ def test_a_config_that_is_not_vision_language_is_refused(config):
     assert caught.value.hint and isinstance(caught.value, GiraffeError)
 
 
-def test_token_ids_are_immutable():
+def test_token_ids_and_results_are_immutable():
     tokens = VisionTokenIds(IMG, VID)
     with pytest.raises(AttributeError):
         tokens.spatial_merge_size = 4  # type: ignore[misc]
+    result = rope_index(torch.tensor([[1, 2]]), tokens=tokens)
+    with pytest.raises(AttributeError):
+        result.next_position = torch.tensor([0])  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("merge", [1, 2, 4])
@@ -155,6 +163,8 @@ PACKED = {
     "long-first-one-token-last-batch": ([[1, 2, 3, 4, 5, 6], [1, IMG, IMG, IMG, IMG, 9]],
                                         [[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 1]], None),
     "left-padding-one-token-sample": ([[0, 0, 1, 2]], [[0, 0, 0, 1]], [[0, 0, 1, 1]]),
+    "one-real-token-then-padding-of-another-id": ([[1, 0, 0]], [[0, 1, 1]], [[1, 0, 0]]),
+    "one-real-token-per-row-then-padding": ([[1, 0, 0], [0, 0, 2]], [[0, 1, 1], [1, 1, 0]], [[1, 0, 0], [0, 0, 1]]),
 }
 
 

@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import copy
+import logging
+import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,15 +29,19 @@ from transformers import (
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRotaryEmbedding
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding
+from transformers.models.qwen3_vl_moe.configuration_qwen3_vl_moe import Qwen3VLMoeTextConfig
 from transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe import Qwen3VLMoeTextRotaryEmbedding
 
 import giraffe_core  # noqa: F401  (registers the rope types)
 from giraffe_core.errors import ConfigError
 from giraffe_core.rope import (
+    MROPE_PLUS_PLUS,
+    NTK_AWARE,
     ROPE_METHODS,
     apply_rope_extension,
     inverse_frequencies,
     pair_axes,
+    register_rope_types,
     rope_parameters_for,
     validate_rope_parameters,
 )
@@ -115,8 +122,8 @@ def test_an_explicit_section_wins_over_the_default():
 
 
 def qwen3_text(section: tuple[int, int, int], head_dim: int = 128, theta: float = 5e6,
-               original: int = 1024) -> Qwen3VLTextConfig:
-    return Qwen3VLTextConfig(
+               original: int = 1024, config_class: type = Qwen3VLTextConfig) -> Qwen3VLTextConfig:
+    return config_class(
         hidden_size=2 * head_dim, num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim,
         num_hidden_layers=1, intermediate_size=64, vocab_size=64, max_position_embeddings=original,
         rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": list(section),
@@ -141,10 +148,12 @@ FIT_EDGES = [
 ]
 
 
+@pytest.mark.parametrize("family", [(Qwen3VLTextConfig, Qwen3VLTextRotaryEmbedding),
+                                    (Qwen3VLMoeTextConfig, Qwen3VLMoeTextRotaryEmbedding)], ids=["dense", "moe"])
 @pytest.mark.parametrize("head_dim,section,fits", FIT_EDGES)
-def test_the_interleaved_fit_check_at_its_edges(head_dim, section, fits):
-    text = qwen3_text(section, head_dim=head_dim)
-    rotary = Qwen3VLTextRotaryEmbedding(text)
+def test_the_interleaved_fit_check_at_its_edges(family, head_dim, section, fits):
+    text = qwen3_text(section, head_dim=head_dim, config_class=family[0])
+    rotary = family[1](text)
     counts = np.bincount(transformers_axes(rotary), minlength=3).tolist()
     # transformers silently uses fewer h or w pairs than a section that does not fit asks for
     assert (counts == list(section)) is fits
@@ -172,7 +181,7 @@ def test_the_chunked_layout_takes_any_section_that_sums(section):
 def test_a_section_that_does_not_sum_to_the_pairs_is_refused(section):
     for text in (qwen3_text((24, 20, 20)), Qwen2VLConfig().get_text_config(decoder=True)):
         text.rope_parameters = {**text.rope_parameters, "mrope_section": list(section)}
-        with pytest.raises(ConfigError, match="must be three non-negative sizes summing to head_dim/2 = 64"):
+        with pytest.raises(ConfigError, match="must be three non-negative sizes summing to head_dim/2 = 64\n"):
             pair_axes(text)
 
 
@@ -229,7 +238,7 @@ def test_head_dim_defaults_to_hidden_size_over_heads():
     assert getattr(text, "head_dim", None) is None and text.hidden_size // text.num_attention_heads == 128
     assert pair_axes(text).shape == (64,)
     text.hidden_size, text.num_attention_heads = 1024, 16  # 64 per head: the default section no longer sums
-    with pytest.raises(ConfigError, match="head_dim/2 = 32"):
+    with pytest.raises(ConfigError, match="head_dim/2 = 32\n"):
         pair_axes(text)
     text.rope_parameters = {**text.rope_parameters, "mrope_section": [8, 12, 12]}
     assert pair_axes(text).tolist() == [0] * 8 + [1] * 12 + [2] * 12
@@ -240,3 +249,178 @@ def test_an_odd_head_dim_is_refused():
     text.head_dim = 127
     with pytest.raises(ConfigError, match="odd"):
         validate_rope_parameters(text)
+
+
+# ------------------------------------------------------------------------------ parameters at their edges
+
+
+def qwen2_text(**rope) -> object:
+    """Qwen2-VL's default text config (head_dim 128) with ``rope`` as its rope parameters."""
+    text = Qwen2VLConfig().get_text_config(decoder=True)
+    text.rope_parameters = rope
+    return text
+
+
+def test_parameters_without_a_type_or_theta_get_the_families_defaults():
+    text = qwen2_text(mrope_section=[16, 24, 24])
+    params = validate_rope_parameters(text)
+    assert params["rope_type"] == "default" and params["rope_theta"] == text.default_theta == 1e6
+    base = 1e6 ** (-np.arange(0, 128, 2) / 128)
+    np.testing.assert_allclose(inverse_frequencies(text).double().numpy(), base, rtol=1e-6)
+    assert rope_parameters_for(text, 10**6)["rope_theta"] == 1e6
+    qwen3 = Qwen3VLConfig().get_text_config(decoder=True)
+    qwen3.rope_parameters = {}
+    assert validate_rope_parameters(qwen3)["rope_theta"] == qwen3.default_theta == 5e5
+    assert validate_rope_parameters(qwen3)["mrope_section"] == [24, 20, 20]
+
+
+def test_a_config_class_without_default_theta_falls_back_to_10000():
+    text = SimpleNamespace(model_type="qwen2_vl_text", rope_parameters=None, head_dim=None, hidden_size=256,
+                           num_attention_heads=2, max_position_embeddings=4096)
+    assert validate_rope_parameters(text)["rope_theta"] == 10000.0
+    params = rope_parameters_for(text, 8192)
+    assert params["rope_theta"] == 10000.0 and params["factor"] == 2.0
+
+
+@pytest.mark.parametrize("theta", [0, 1, -5.0, math.inf, math.nan, "1e6", True, None])
+def test_a_bad_rope_theta_is_refused(theta):
+    text = qwen2_text(rope_type="default", rope_theta=theta, mrope_section=[16, 24, 24])
+    for call in (lambda: validate_rope_parameters(text), lambda: inverse_frequencies(text)):
+        with pytest.raises(ConfigError, match="rope_theta"):
+            call()
+    text.rope_parameters["rope_theta"] = 1.5  # control: any base above 1 is one
+    assert validate_rope_parameters(text)["rope_theta"] == 1.5
+
+
+def test_an_unknown_or_legacy_rope_type_is_refused_by_name():
+    with pytest.raises(ConfigError, match="unknown rope_type 'longrope'"):
+        validate_rope_parameters(qwen2_text(rope_type="longrope", rope_theta=1e6, factor=4.0))
+    with pytest.raises(ConfigError, match=r"keys \['type'\] that rope_type 'mrope_plus_plus' does not take"):
+        validate_rope_parameters(qwen2_text(type=MROPE_PLUS_PLUS, rope_theta=1e6, factor=4.0))
+
+
+#: every key each rope type takes, with a valid value
+ALLOWED = {
+    MROPE_PLUS_PLUS: {"factor": 4.0, "original_max_position_embeddings": 1024, "ramp": "pair_index",
+                      "variant": "release"},
+    NTK_AWARE: {"factor": 4.0, "original_max_position_embeddings": 1024},
+    "linear": {"factor": 4.0},
+    "yarn": {"factor": 4.0, "original_max_position_embeddings": 1024, "attention_factor": 1.1, "beta_fast": 32,
+             "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.0, "truncate": True},
+    "default": {},
+}
+COMMON = {"rope_theta": 1e6, "mrope_section": [16, 24, 24], "mrope_interleaved": False, "partial_rotary_factor": 1.0}
+
+
+@pytest.mark.parametrize("rope_type", sorted(ALLOWED))
+def test_every_allowed_key_of_every_type_passes(rope_type):
+    params = validate_rope_parameters(qwen2_text(rope_type=rope_type, **COMMON, **ALLOWED[rope_type]))
+    assert params == {"rope_type": rope_type, **COMMON, **ALLOWED[rope_type]}
+    others = {key for keys in ALLOWED.values() for key in keys} - set(ALLOWED[rope_type])
+    for key in sorted(others):  # a key of another type is refused, by name
+        value = next(keys[key] for keys in ALLOWED.values() if key in keys)
+        with pytest.raises(ConfigError, match=f"\\['{key}'\\]"):
+            validate_rope_parameters(qwen2_text(rope_type=rope_type, **COMMON, **ALLOWED[rope_type], **{key: value}))
+
+
+@pytest.mark.parametrize("original,ok", [(1, True), (32768, True), (0, False), (-1, False), (True, False),
+                                         (1.5, False), ("1024", False)])
+def test_original_context_is_a_positive_integer(original, ok):
+    text = qwen2_text(rope_type=MROPE_PLUS_PLUS, rope_theta=1e6, factor=2.0, original_max_position_embeddings=original)
+    if ok:
+        assert validate_rope_parameters(text)["original_max_position_embeddings"] == original
+    else:
+        with pytest.raises(ConfigError, match="original_max_position_embeddings must be a positive integer"):
+            validate_rope_parameters(text)
+
+
+@pytest.mark.parametrize("factor,max_positions,original", [
+    (1.0, 32768, 32768), (4.0, 131072, 32768), (3.0, 100, 33), (4.0, 1, 1),  # never 0
+    (0.5, 32768, 32768), (math.nan, 32768, 32768), (True, 32768, 32768), ("4", 32768, 32768),  # not a PI factor
+])
+def test_the_original_context_of_a_pi_extension(factor, max_positions, original):
+    """PI stores no original context: it is max_position_embeddings / factor (a valid factor only)."""
+    text = qwen2_text(rope_type="linear", rope_theta=1e6, factor=factor, mrope_section=[16, 24, 24])
+    text.max_position_embeddings = max_positions
+    assert rope_parameters_for(text, 10**6, "yarn")["original_max_position_embeddings"] == original
+
+
+def test_the_shortest_context_is_one_token():
+    text = qwen2_text(rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24])
+    assert rope_parameters_for(text, 1)["factor"] == 1.0
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="context_length"):
+            rope_parameters_for(text, bad)
+
+
+@pytest.mark.parametrize("rope_type", ["linear", "yarn"])
+def test_transformers_own_types_are_not_computed_here(rope_type):
+    text = qwen2_text(rope_type=rope_type, rope_theta=1e6, factor=4.0, mrope_section=[16, 24, 24])
+    with pytest.raises(ConfigError, match="computed by transformers"):
+        inverse_frequencies(text)
+
+
+# ------------------------------------------------------------------------------ few pairs per axis
+
+
+def chunked_reference(theta: float, dim: int, section: tuple[int, int, int], s: float, ramp: str) -> np.ndarray:
+    """M-RoPE++ on the chunked layout, float64: as :func:`reference_mrope_pp`, where one h pair has g = 1
+    (its highest frequency is its lowest) and no h pair needs no ramp."""
+    i = np.arange(dim // 2)
+    theta_i = theta ** (-2.0 * i / dim)
+    axes = np.array([0] * section[0] + [1] * section[1] + [2] * section[2])
+    out = theta_i.copy()
+    h = i[axes == 1]
+    if len(h) <= 1:
+        g = np.ones(len(h))
+    elif ramp == "wavelength":
+        g = (theta_i[h] - theta_i[h].min()) / (theta_i[h].max() - theta_i[h].min())
+    else:
+        g = (h.max() - h) / (h.max() - h.min())
+    out[h] = (1.0 / s + (1.0 - 1.0 / s) * g) * theta_i[h]
+    out[axes == 2] = theta_i[axes == 2] / s
+    return out
+
+
+@pytest.mark.parametrize("section", [(31, 1, 32), (32, 0, 32), (30, 2, 32), (63, 1, 0)])
+@pytest.mark.parametrize("method,ramp", [("mrope_plus_plus", "wavelength"), ("mrope_plus_plus_index", "pair_index")])
+def test_one_or_no_height_pair(section, method, ramp):
+    text = qwen2_text(rope_type="default", rope_theta=1e6, mrope_section=list(section))
+    text.max_position_embeddings = 1024
+    apply_rope_extension(text, 4096, method)
+    expected = chunked_reference(1e6, 128, section, 4.0, ramp)
+    for actual in (inverse_frequencies(text), Qwen2VLRotaryEmbedding(text).inv_freq):
+        assert bool(torch.isfinite(actual).all())
+        np.testing.assert_allclose(actual.double().numpy(), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("rope_type,section", [(NTK_AWARE, [1, 0, 0]), (MROPE_PLUS_PLUS, [0, 1, 0]),
+                                               (MROPE_PLUS_PLUS, [0, 0, 1])])
+def test_a_single_pair_head_is_interpolated(rope_type, section):
+    """head_dim 2: NTK-aware scaling (base * s ** (dim / (dim - 2))) is undefined; the one pair is divided by s."""
+    text = SimpleNamespace(model_type="qwen2_vl_text", head_dim=2, hidden_size=4, num_attention_heads=2,
+                           max_position_embeddings=64,
+                           rope_parameters={"rope_type": rope_type, "rope_theta": 1e4, "mrope_section": section,
+                                            "factor": 4.0, "original_max_position_embeddings": 64,
+                                            **({"variant": "release"} if rope_type == MROPE_PLUS_PLUS else {})})
+    assert inverse_frequencies(text).tolist() == [0.25]
+
+
+# ------------------------------------------------------------------------------ the warning filter
+
+
+def _record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("transformers.modeling_rope_utils", logging.WARNING, __file__, 1, message, None, None)
+
+
+def test_only_our_types_missing_validator_warning_is_filtered():
+    register_rope_types()
+    register_rope_types()  # idempotent: one filter
+    logger = logging.getLogger("transformers.modeling_rope_utils")
+    ours = [f for f in logger.filters if type(f).__name__ == "_OwnRopeTypesFilter"]
+    assert len(ours) == 1
+    for name in (MROPE_PLUS_PLUS, NTK_AWARE):
+        assert not logger.filter(_record(f"Missing validation function mapping in `ROPE_VALIDATION_FUNCTIONS` "
+                                         f"for 'rope_type'='{name}'"))
+        assert logger.filter(_record(f"rope_type '{name}' has a problem"))  # another warning about it passes
+    assert logger.filter(_record("Missing validation function mapping for 'rope_type'='longrope'"))
