@@ -16,11 +16,13 @@ call per sample: the cost follows the sum of the squares of the samples' lengths
 
 FlashAttention-2/3 on a GPU already reads the same restarts (varlen ``cu_seqlens``):
 :func:`select_for_packing` keeps any ``flash_attention_*`` implementation (and an explicit
-``eager``, chosen for debugging) as it is and selects this one only in place of ``sdpa``. Only the language model is switched: the vision tower
-splits its images itself and attends bidirectionally.
+``eager``, chosen for debugging) as it is and selects this one only in place of ``sdpa``. Only
+the language model is switched: the vision tower splits its images itself and attends
+bidirectionally.
 
-Flex attention with a document mask was measured against this on the 2-core CPU (see
-``benchmarks/RESULTS.md``, training section); per-segment SDPA was faster there.
+Flex attention with a document mask was tried as the other CPU path (``benchmarks/RESULTS.md``,
+training section): torch 2.13 has no flex-attention backward on CPU, so it cannot train there;
+per-segment SDPA is 5.5x faster than the dense mask on a 4K-token row (forward + backward).
 """
 
 from __future__ import annotations
