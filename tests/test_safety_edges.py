@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -372,3 +373,45 @@ def test_what_a_policy_holds_is_immutable_too():
 def test_a_policy_with_a_bad_value_is_refused(field, value):
     with pytest.raises(ValidationError):
         SafetyPolicy(**{field: value})
+
+
+@pytest.mark.parametrize("pattern,problem", [
+    ("", "must not be empty"),
+    ("   ", "must not be empty"),
+    ("https://example.com", "without scheme or path"),
+    ("example.com/x", "without scheme or path"),
+    ("[::1", "unclosed '['"),
+    ("[::1]8000", "expected ':port' after ']'"),
+    ("::1", "write IPv6 hosts in brackets"),
+    ("ex*ample.com", "'*' is only allowed"),
+    ("*.", "'*' is only allowed"),
+    ("[]", "'*' is only allowed"),  # an empty host
+])
+def test_each_bad_pattern_says_what_is_wrong(pattern, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        HostPattern.parse(pattern)
+
+
+def test_the_smallest_limits_a_policy_takes():
+    policy = SafetyPolicy(max_steps=1, max_seconds=0.5)
+    assert (policy.max_steps, policy.max_seconds) == (1, 0.5)
+
+
+def test_error_codes_and_descriptions():
+    from giraffe_agent.safety import SafetyError
+
+    assert SafetyError("x").code == "safety-error" and BudgetExceededError("x").code == "budget-exceeded"
+    assert guard("a.test", "*.b.test:8080", "[::1]:9").describe() == "a.test, *.b.test:8080, [::1]:9"
+    assert UrlGuard([]).allow_file_urls is False and UrlGuard([]).check("file:///x") == "file:// URLs are not allowed"
+    assert guard("[::1]").check_host("[::1", 80) == BLOCKED_NOT_ALLOWED  # an unclosed bracket is no IPv6 host
+    assert guard("[::1]").check_host("::1]", 80) == BLOCKED_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("keys,submits", [("Enter", True), ("enter", True), ("Control + Enter", True),
+                                          ("NumpadEnter", True), ("Shift+numpadenter", True), ("Tab", False),
+                                          ("Enter+a", False), ("Control+E", False)])
+def test_a_key_press_submits_when_its_last_key_is_enter(keys, submits):
+    from giraffe_agent.actions import KeyPress
+
+    assert SafetyPolicy(risky_actions={"submit"}).needs_approval(KeyPress(keys=keys)) is submits
+    assert SafetyPolicy().needs_approval(KeyPress(keys=keys)) is False  # control: "submit" not listed
