@@ -414,13 +414,26 @@ def _record(message: str) -> logging.LogRecord:
 
 
 def test_only_our_types_missing_validator_warning_is_filtered():
-    register_rope_types()
-    register_rope_types()  # idempotent: one filter
     logger = logging.getLogger("transformers.modeling_rope_utils")
-    ours = [f for f in logger.filters if type(f).__name__ == "_OwnRopeTypesFilter"]
-    assert len(ours) == 1
-    for name in (MROPE_PLUS_PLUS, NTK_AWARE):
-        assert not logger.filter(_record(f"Missing validation function mapping in `ROPE_VALIDATION_FUNCTIONS` "
-                                         f"for 'rope_type'='{name}'"))
-        assert logger.filter(_record(f"rope_type '{name}' has a problem"))  # another warning about it passes
-    assert logger.filter(_record("Missing validation function mapping for 'rope_type'='longrope'"))
+    saved = list(logger.filters)
+
+    def ours() -> list:
+        return [f for f in logger.filters if type(f).__name__ == "_OwnRopeTypesFilter"]
+
+    for existing in ours():  # from a clean logger: registering adds exactly one filter, however often
+        logger.removeFilter(existing)
+    try:
+        message = "Missing validation function mapping in `ROPE_VALIDATION_FUNCTIONS` for 'rope_type'='{}'"
+        assert logger.filter(_record(message.format(MROPE_PLUS_PLUS)))  # control: unfiltered without it
+        register_rope_types()
+        register_rope_types()
+        assert len(ours()) == 1
+        for name in (MROPE_PLUS_PLUS, NTK_AWARE):
+            assert not logger.filter(_record(message.format(name)))
+            assert logger.filter(_record(f"rope_type '{name}' has a problem"))  # another warning about it passes
+        assert logger.filter(_record(message.format("longrope")))
+    finally:
+        for added in ours():
+            logger.removeFilter(added)
+        for original in saved:
+            logger.addFilter(original)
