@@ -211,7 +211,7 @@ class LogLevel(str, enum.Enum):
 def serve(
     model: str = typer.Option("tiny", help="'tiny', a saved directory, or a hub id"),
     host: str = typer.Option("127.0.0.1", help="interface to bind (anything but loopback needs --api-key)"),
-    port: int = typer.Option(8000, help="TCP port"),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port"),
     context_length: int | None = typer.Option(None, help="extend the context to this many tokens"),
     rope: str = typer.Option("mrope_plus_plus", help="rope method used with --context-length"),
     api_key: str | None = typer.Option(None, envvar="GIRAFFE_API_KEY", show_default=False,

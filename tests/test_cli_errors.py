@@ -182,3 +182,9 @@ def test_the_group_leaves_typer_exits_alone_and_giraffe_debug_shows_the_tracebac
 def test_a_giraffe_error_keeps_its_hint_on_a_second_line():
     text = error_text(GiraffeError("no such thing", hint="pass  another\n  thing"))
     assert text == "error[giraffe-error]: no such thing\n  hint: pass another thing"
+
+
+def test_serve_with_a_port_out_of_range_is_a_usage_error():
+    result = invoke("serve", "--port", "99999")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "99999" in result.output or isinstance(reported_error(result), typer.BadParameter)
