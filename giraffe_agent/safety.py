@@ -36,6 +36,7 @@ Schemes: ``http``, ``https``, ``ws``, ``wss`` are checked against the hosts; ``f
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -102,6 +103,11 @@ def _normalize_host(host: str) -> str:
     host = host.strip().lower().rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    if ":" in host:  # an IPv6 literal: compared as an address, in its compressed form
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            return host
     try:
         return host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError:
@@ -159,7 +165,7 @@ class HostPattern:
 
     @staticmethod
     def _port(text: str, pattern: str) -> int:
-        if not text.isdigit() or not 0 < int(text) < 65536:
+        if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
             raise ValueError(f"allowed domain {pattern!r}: bad port {text!r}")
         return int(text)
 
@@ -206,7 +212,9 @@ class UrlGuard:
             scheme = parts.scheme.lower()
             if scheme in _HOST_SCHEMES:
                 host = parts.hostname
-                port = parts.port or _DEFAULT_PORTS[scheme]
+                port = _DEFAULT_PORTS[scheme] if parts.port is None else parts.port
+                if port == 0:
+                    raise ValueError("port 0")
             else:
                 host, port = None, 0
         except ValueError:  # e.g. a port out of range

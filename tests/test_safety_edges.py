@@ -57,8 +57,6 @@ def test_the_start_urls_port_is_kept_only_when_it_names_one(scheme, port):
     assert bare.check(f"{scheme}://other.test/") == BLOCKED_NOT_ALLOWED
 
 
-@pytest.mark.xfail(strict=True, reason="UrlGuard.check reads port 0 as the scheme's default port "
-                                       "(`parts.port or default`); port 0 is not a port, so it is malformed")
 @pytest.mark.parametrize("scheme", sorted(DEFAULT_PORTS))
 def test_port_zero_is_not_the_default_port(scheme):
     allowed = guard(f"site.test:{DEFAULT_PORTS[scheme]}")
@@ -134,8 +132,6 @@ def test_a_pattern_reads_back_from_its_text(pattern):
     assert str(parsed) == pattern.lower()
 
 
-@pytest.mark.xfail(strict=True, reason="_normalize_host compares IPv6 literals as text: [0:0:0:0:0:0:0:1] is "
-                                       "::1, but only the compressed spelling matches")
 @pytest.mark.parametrize("written", ["[0:0:0:0:0:0:0:1]", "[::0:1]", "[0000::0001]"])
 def test_ipv6_literals_are_compared_as_addresses(written):
     assert guard("[::1]").check_host("::1", 80) is None  # control: the canonical spelling
@@ -160,9 +156,6 @@ def test_pattern_ports_are_1_to_65535(port, valid):
                 SafetyPolicy(allowed_domains=[f"{host}:{port}"])
 
 
-@pytest.mark.xfail(strict=True, reason="HostPattern._port tests str.isdigit(), which is true for '²' (then "
-                                       "int() fails with its own message) and for full-width digits (which "
-                                       "become port 80); only ASCII digits are a port")
 @pytest.mark.parametrize("port", ["\u00b2", "\uff18\uff10", "\u0668\u0660"], ids=["superscript-2", "fullwidth-80",
                                                                            "arabic-indic-80"])
 def test_pattern_ports_are_ascii_digits(port):
