@@ -198,6 +198,7 @@ def test_generate_accepts_prepared_inputs(engines, mixed_chat):
             == engine.generate(mixed_chat, max_new_tokens=3).token_ids)
 
 
+@pytest.mark.slow
 def test_sampling_with_a_seed_is_reproducible_and_leaves_global_rng(engines, mixed_chat):
     engine = engines["default"]
     state = torch.get_rng_state()

@@ -14,6 +14,7 @@ from giraffe_core import rope_parameters_for
 from giraffe_core.engine import TINY_CONTEXT_TOKENS, tiny_config
 
 
+@pytest.mark.slow
 def test_two_methods_at_two_lengths_on_the_tiny_preset(tiny_engine, tmp_path):
     config = AblationConfig(methods=("none", "mrope_plus_plus"), sizes=(1, 2), questions_per_size=2,
                             image_size_px=(56, 56), context_length=16384, max_new_tokens=4)

@@ -30,6 +30,7 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_haystack_with_the_tiny_model_writes_json_and_a_png(tmp_path):
     result = invoke("eval", "haystack", "--model", "tiny", *SMALL, "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
@@ -65,6 +66,7 @@ def test_needle_with_the_oracle_prints_json(tmp_path):
     assert Image.open(tmp_path / "accuracy.png").format == "PNG"
 
 
+@pytest.mark.slow
 def test_rope_ablation_prints_the_table(tmp_path):
     result = invoke("eval", "rope-ablation", "--methods", "none,ntk", "--sizes", "1", "--questions", "2",
                     "--image-size", "56x56", "--context-length", "8192", "--out", str(tmp_path))
@@ -123,6 +125,7 @@ class _Uvicorn:
         self.thread.join(timeout=30)
 
 
+@pytest.mark.slow
 def test_an_endpoint_answers_with_the_planned_tokens_and_refusals_are_overflows(tiny_engine, tmp_path):
     pytest.importorskip("uvicorn", reason="the serve extra is not installed")
     pytest.importorskip("openai", reason="openai is not installed")

@@ -48,6 +48,7 @@ for name in ("playwright", "mss", "openai", "av", "miniwob", "accelerate", "peft
 """
 
 
+@pytest.mark.slow
 def test_core_agent_and_cli_import_and_run_without_any_optional_extra(tmp_path):
     script = BLOCKER + """
 import giraffe_core, giraffe_agent, giraffe_cli, training, evals

@@ -500,6 +500,7 @@ Agent("Press the button.", FakeEnv(), ScriptedBackend(reply), out_dir=sys.argv[1
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_every_completed_step_readable(tmp_path):
     kill_at = 4
     script = tmp_path / "child.py"

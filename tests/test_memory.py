@@ -284,6 +284,7 @@ def test_render_without_frames_and_without_system(tiny_engine, tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_token_count_equals_the_processors_over_an_episode(tiny_engine, tmp_path):
     memory = make_memory(tiny_engine, tmp_path, **SMALL, full_frames=3, low_frames=4, text_frames=6, block_frames=1)
     memory.add_text("system", "You are a web agent.")
@@ -370,6 +371,7 @@ def _prefix_fractions(engine, tmp_path, policy: str) -> tuple[list[float], list[
     return fractions, quiet, renders
 
 
+@pytest.mark.slow
 def test_blocks_keep_the_prefix_between_boundaries_and_beat_recent(tiny_engine, tmp_path):
     vision_end = tiny_engine.model.config.vision_end_token_id
     fractions, quiet, renders = _prefix_fractions(tiny_engine, tmp_path, "blocks")

@@ -493,6 +493,7 @@ def _check_result(parsed: ParsedAction) -> None:
     assert parsed.thought is None or isinstance(parsed.thought, str)
 
 
+@pytest.mark.slow
 def test_fuzz_10000_mutated_replies_raise_nothing_but_parse_error():
     rng = random.Random(20250101)
     corpus = [g[0] for g in GOLDEN] + [action_to_json(a) for a in SAMPLES]

@@ -167,6 +167,7 @@ def test_a_custom_scheme_is_honoured(engine, burst_recording):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ask_runs_end_to_end_on_the_tiny_engine(engine, burst_recording):
     answer = ask(burst_recording, QUESTION, engine=engine, budget_tokens=2000, max_new_tokens=8)
     plan = plan_question(burst_recording, QUESTION, processor=engine.processor, budget_tokens=2000)
@@ -296,6 +297,7 @@ def test_giraffe_serve_counts_the_same_prompt_tokens(engine, burst_recording):
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_ask_prints_the_answer_as_json(burst_recording):
     from giraffe_cli import app
 

@@ -531,6 +531,7 @@ def _run_dump(with_giraffe: bool, path, out) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_round_trip_fresh_process(saved_extended, tmp_path):
     path, model = saved_extended
     out = tmp_path / "dump.pt"
@@ -548,6 +549,7 @@ def test_round_trip_fresh_process(saved_extended, tmp_path):
     assert_freq(dumped["inv_freq"], expected)
 
 
+@pytest.mark.slow
 def test_fresh_process_without_giraffe_core_cannot_build(saved_extended, tmp_path):
     """Documents why giraffe_core must be imported before loading an extended checkpoint."""
     path, _ = saved_extended

@@ -440,6 +440,7 @@ def test_remote_url_is_fetched_when_allowed(strict_server, image_host, engine, p
     assert local.status_code == 400 and _error(local)["code"] == "local_image_refused"
 
 
+@pytest.mark.slow
 def test_context_over_the_budget_is_context_length_exceeded(client, engine):
     big = _data_url(_encode(Image.new("RGB", (1920, 1080), (30, 60, 90))))  # 1,222 tokens each
     messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": big}}] * 4}]
@@ -582,6 +583,7 @@ def test_missing_fastapi_or_uvicorn_names_the_serve_extra(engine, monkeypatch):
         serve(engine, port=1)
 
 
+@pytest.mark.slow
 def test_importing_giraffe_core_does_not_import_the_server_stack():
     script = ("import sys, giraffe_core, giraffe_core.engine.server\n"
               "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))")
@@ -598,6 +600,7 @@ def test_server_config_rejects_unknown_and_invalid_settings():
     assert ServerConfig().max_body_bytes == 20 * 1024 * 1024 and not ServerConfig().allow_remote_urls
 
 
+@pytest.mark.slow
 def test_cli_serve_runs_a_server(tmp_path):
     help_text = CliRunner().invoke(cli_app, ["serve", "--help"], env={"COLUMNS": "250"}).output
     for option in ("--model", "--host", "--port", "--context-length", "--rope", "--max-body-mb",

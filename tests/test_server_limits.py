@@ -117,6 +117,7 @@ def _answer(sock: socket.socket) -> str:
     return data.decode()
 
 
+@pytest.mark.slow
 def test_a_full_queue_answers_503_before_reading_bodies(tiny_engine, http):
     srv = LoopbackServer(create_app(tiny_engine, config=ServerConfig(max_pending_requests=2, body_timeout_s=2)))
     slow = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]

@@ -121,6 +121,7 @@ def _changed(before: dict, after: dict) -> list[str]:
     return [f for f, t in before.items() if after[f] != t]
 
 
+@pytest.mark.slow
 def test_episode_covers_appends_demotions_evictions_zooms_and_budget(episode):
     memory, steps = episode
     records = [s["rendered"].record for s in steps]
@@ -139,12 +140,14 @@ def test_episode_covers_appends_demotions_evictions_zooms_and_budget(episode):
     assert any(s["generation"].text for s in steps)
 
 
+@pytest.mark.slow
 def test_episode_logits_equal_a_full_recompute_at_every_step(episode):
     _, steps = episode
     diffs = [s["diff"] for s in steps]
     assert max(diffs) < TOL, diffs
 
 
+@pytest.mark.slow
 def test_episode_reuses_the_longest_valid_prefix(episode):
     _, steps = episode
     for k, s in enumerate(steps):
@@ -156,6 +159,7 @@ def test_episode_reuses_the_longest_valid_prefix(episode):
         assert stats.frames_encoded == s["expected_encoded"], k
 
 
+@pytest.mark.slow
 def test_episode_reuse_between_block_boundaries(episode):
     memory, steps = episode
     quiet = long_quiet = 0
@@ -183,6 +187,7 @@ def test_episode_reuse_between_block_boundaries(episode):
     assert quiet >= 8 and long_quiet >= 4
 
 
+@pytest.mark.slow
 def test_session_generate_equals_engine_generate(episode):
     _, steps = episode
     for k, s in enumerate(steps):
@@ -315,6 +320,7 @@ def test_a_session_reused_across_two_timelines_never_mixes_their_frames(engine, 
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_plain_chats_with_appended_turns(engine, mixed_images):
     a, b, c = mixed_images
     turns = [

@@ -207,6 +207,7 @@ def payload(i: int) -> str:
     return f"step {i} " + "abcdefghij" * (20000 + 3000 * (i % 5))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_every_completed_step_readable(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
