@@ -256,7 +256,12 @@ def test_fuzz_every_endpoint_gets_a_4xx_json_error(server, assets, capsys):
                                     headers=case.headers)
             assert 400 <= response.status_code < 500, (case.family, case.path, response.status_code,
                                                        response.text[:300], case.body[:200])
-            outcomes[(case.family.split(":")[0], response.status_code, openai_error(response)["code"])] += 1
+            family = case.family.split(":")[0]
+            if family in ("host", "headers") and response.text == "Invalid HTTP request received.":
+                code = "not-http (uvicorn)"  # h11 refuses a head that is not HTTP before our app sees it
+            else:
+                code = openai_error(response)["code"]
+            outcomes[(family, response.status_code, code)] += 1
             assert http.get(f"{server.url}/health").status_code == 200, case.family
         oversized = _oversized_body(server, http)
         assert oversized.status_code == 413 and openai_error(oversized)["code"] == "request_too_large"
